@@ -1,0 +1,80 @@
+"""nucleus-trio: an init for containers and process trees, built on trio.
+
+Run it as ``nucleus-trio [OPTIONS] [--] PROGRAM [ARGS...]``, or use the pieces
+from a trio program. This module imports nothing when it is imported: the
+command's entry point must block signals before any other code runs, and
+``import nucleus_trio`` happens before it. Public names are loaded on first
+use.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nucleus_trio.audit import Event, EventLog
+    from nucleus_trio.config import Config, UsageError, parse_args
+    from nucleus_trio.forwarding import SignalRoute, route_signal
+    from nucleus_trio.pidfd import PidFd, StatusLostError
+    from nucleus_trio.reaper import Reaper, reap_unclaimed
+    from nucleus_trio.signals import parse_signal, signal_name
+    from nucleus_trio.spawn import SpawnError, fork_exec
+    from nucleus_trio.status import ExitStatus, init_exit_code
+
+__all__ = [
+    "Config",
+    "Event",
+    "EventLog",
+    "ExitStatus",
+    "PidFd",
+    "Reaper",
+    "SignalRoute",
+    "SpawnError",
+    "StatusLostError",
+    "UsageError",
+    "fork_exec",
+    "init_exit_code",
+    "parse_args",
+    "parse_signal",
+    "reap_unclaimed",
+    "route_signal",
+    "signal_name",
+]
+
+_HOMES = {
+    "Config": "config",
+    "UsageError": "config",
+    "parse_args": "config",
+    "Event": "audit",
+    "EventLog": "audit",
+    "ExitStatus": "status",
+    "init_exit_code": "status",
+    "PidFd": "pidfd",
+    "StatusLostError": "pidfd",
+    "Reaper": "reaper",
+    "reap_unclaimed": "reaper",
+    "SignalRoute": "forwarding",
+    "route_signal": "forwarding",
+    "SpawnError": "spawn",
+    "fork_exec": "spawn",
+    "parse_signal": "signals",
+    "signal_name": "signals",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        if name == "__version__":
+            from nucleus_trio.cli import version
+
+            return version()
+        raise AttributeError(f"module 'nucleus_trio' has no attribute {name!r}")
+    import importlib
+
+    value: object = getattr(importlib.import_module(f"nucleus_trio.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

@@ -1,0 +1,155 @@
+"""The init's trio layer: one nursery, a task per concern.
+
+The workload was already started (see :mod:`nucleus_trio.spawn`) with every
+forwarded signal blocked. Here the signal receiver opens, the signals are
+unblocked (those that arrived meanwhile are delivered now), and three tasks
+run until the workload exits: signal dispatch, orphan reaping and event
+writing. Then the forwarded signals are blocked again before the receiver
+closes, so a late SIGTERM cannot kill the init on its way out.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+
+from nucleus_trio.audit import EventLog
+from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
+from nucleus_trio.config import Config
+from nucleus_trio.forwarding import route_signal
+from nucleus_trio.pidfd import PidFd, StatusLostError
+from nucleus_trio.reaper import Reaper
+from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
+from nucleus_trio.status import ExitStatus, init_exit_code
+
+#: How long the init waits for its last log lines on the way out; a stalled
+#: stderr must not keep the container alive.
+FLUSH_TIMEOUT = 1.0
+
+#: Exit code when the workload's status was taken by someone else (never in
+#: CLI mode, where the init owns every child).
+EXIT_STATUS_LOST = 255
+
+_PAUSE_STOPPERS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+class _Init:
+    """State shared by the tasks of one run of the init."""
+
+    def __init__(self, config: Config, workload: PidFd | None, log: EventLog) -> None:
+        self.config = config
+        self.workload = workload
+        self.log = log
+        self.rewrites = config.rewrite_map()
+        self.claimed: set[int] = {workload.pid} if workload is not None else set()
+        self.reaper = Reaper(lambda: self.claimed, self._on_reaped)
+        self.stop = trio.Event()
+        self.pause_signal: int | None = None
+
+    def _on_reaped(self, status: ExitStatus) -> None:
+        level = WARNING if self.config.warn_reap else DEBUG
+        self.log.log(
+            level,
+            f"reaped zombie process with pid={status.pid} ({status.describe()})",
+            "zombie_reaped",
+            pid=status.pid,
+        )
+
+    async def dispatch_signals(self, receiver: AsyncIterator[int]) -> None:
+        """Route every received signal: SIGCHLD to the reaper, the rest onward."""
+        async for signo in receiver:
+            if signo == signal.SIGCHLD:
+                self.reaper.wake()
+            elif self.workload is None:
+                self._pause_signal(signo)
+            else:
+                self.forward(signo)
+
+    def _pause_signal(self, signo: int) -> None:
+        if signo in _PAUSE_STOPPERS:
+            self.log.log(INFO, f"received {signal_name(signo)}, leaving pause")
+            self.pause_signal = signo
+            self.stop.set()
+        else:
+            self.log.log(DEBUG, f"received {signal_name(signo)} in pause mode, ignored")
+
+    def forward(self, received: int) -> None:
+        """Send ``received`` (after rewriting) to the workload or its group."""
+        assert self.workload is not None
+        route = route_signal(received, self.rewrites)
+        if route.dropped:
+            self.log.log(DEBUG, f"received {route.describe()}")
+            return
+        group = self.config.pgroup
+        target = -self.workload.pid if group else self.workload.pid
+        try:
+            self.workload.send_signal(route.signo, group=group)
+        except ProcessLookupError:
+            self.log.log(DEBUG, f"workload gone, {route.describe()} not forwarded")
+            return
+        except OSError as exc:
+            self.log.log(ERROR, f"forwarding {route.describe()} failed: {exc.strerror}")
+            return
+        self.log.log(
+            INFO,
+            f"forwarded {route.describe()} to {'group' if group else 'pid'} {abs(target)}",
+            "signal_forwarded",
+        )
+
+    async def wait_workload(self) -> ExitStatus | None:
+        """Wait for the workload's exit (or, in pause mode, a stop signal)."""
+        if self.workload is None:
+            await self.stop.wait()
+            return None
+        try:
+            status = await self.workload.wait()
+        except StatusLostError as exc:
+            self.log.log(ERROR, str(exc))
+            return None
+        finally:
+            self.claimed.discard(self.workload.pid)
+        self.log.log(INFO, f"workload pid={status.pid} {status.describe()}")
+        return status
+
+
+async def run_init(config: Config, workload: PidFd | None, log: EventLog) -> int:
+    """Supervise an already started workload (or pause); return the exit code.
+
+    Must run in the main thread, with :data:`STARTUP_BLOCKED` blocked.
+    """
+    state = _Init(config, workload, log)
+    status: ExitStatus | None = None
+    with trio.open_signal_receiver(*FORWARDED, signal.SIGCHLD) as receiver:
+        # Only now may the signals that arrived during start-up be delivered:
+        # the receiver is what catches them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_BLOCKED)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(state.reaper.run)
+                nursery.start_soon(state.dispatch_signals, receiver)
+                status = await state.wait_workload()
+                nursery.cancel_scope.cancel()
+            # Leave no zombie that exited before the workload did.
+            state.reaper.reap_now()
+        finally:
+            # Leaving the receiver re-raises the signals it has not handed
+            # out; blocked, they stay pending and die with the process.
+            signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_BLOCKED)
+    if workload is None:
+        return 0
+    if status is None:
+        return EXIT_STATUS_LOST
+    return init_exit_code(status, config.remap_exit)
+
+
+async def run_with_log(config: Config, workload: PidFd | None, log: EventLog) -> int:
+    """:func:`run_init` with the event writer running beside it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.run)
+        try:
+            return await run_init(config, workload, log)
+        finally:
+            log.close()
+            nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT

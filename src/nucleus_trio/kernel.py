@@ -1,0 +1,52 @@
+"""Thin wrappers for the few kernel calls the standard library lacks.
+
+``ctypes`` costs about 3 ms to import, so it is loaded only when one of these
+is called (as PID 1 with no hardening flag, never).
+"""
+
+from __future__ import annotations
+
+import os
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+
+#: ``pidfd_send_signal`` flag (Linux 6.9): signal the target's process group.
+PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """Call prctl(2); raise :class:`OSError` on failure."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    args = [ctypes.c_ulong(value) for value in (arg2, arg3, arg4, arg5)]
+    result: int = libc.prctl(ctypes.c_int(option), *args)
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def set_child_subreaper() -> None:
+    """Adopt orphaned descendants, as PID 1 would (``PR_SET_CHILD_SUBREAPER``)."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_pdeathsig(signo: int) -> None:
+    """Have the kernel send ``signo`` to this process when its parent dies.
+
+    The setting follows the parent that exists when it is made: if the parent
+    died already, the kernel will never send it, so send it now ourselves.
+    """
+    parent = os.getppid()
+    prctl(PR_SET_PDEATHSIG, signo)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signo)
+
+
+def set_no_new_privs() -> None:
+    """Forbid privilege gains through exec (``PR_SET_NO_NEW_PRIVS``)."""
+    prctl(PR_SET_NO_NEW_PRIVS, 1)

@@ -1,0 +1,181 @@
+"""Starting the workload: fork and exec, before trio is imported.
+
+fork+exec from Python is the one way that meets every rule of the spec at
+once: ``posix_spawn`` leaves glibc's internal signals 32 and 33 ignored in the
+child and cannot change identity, and ``subprocess.Popen`` copies the caller's
+blocked mask into the child. Forking is safe here because the init has a
+single thread until trio starts. Standard library only.
+"""
+
+from __future__ import annotations
+
+import _signal
+import errno
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+#: The init's own exit codes, which ``--remap-exit`` never touches.
+EXIT_USAGE = 2
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+#: Python ignores these two at start-up, so the init cannot know whether it
+#: inherited them ignored: the workload gets them at their defaults.
+PYTHON_IGNORED: frozenset[int] = frozenset({_signal.SIGPIPE, _signal.SIGXFSZ})
+
+_SETTABLE: frozenset[int] = frozenset(
+    _signal.valid_signals() - {_signal.SIGKILL, _signal.SIGSTOP}
+)
+
+
+def exec_failure_code(errno_value: int) -> int:
+    """127 for a program that does not exist, 126 for one that cannot run."""
+    if errno_value in (errno.ENOENT, errno.ENOTDIR):
+        return EXIT_NOT_FOUND
+    return EXIT_CANNOT_EXECUTE
+
+
+def inherited_ignored_signals() -> frozenset[int]:
+    """The signals this process inherited as ignored, as far as it can tell.
+
+    Valid only before the init changes any disposition: Python records what it
+    found at start-up, except for SIGPIPE and SIGXFSZ, which it ignores itself.
+    """
+    return frozenset(
+        signo for signo in _SETTABLE if _signal.getsignal(signo) == _signal.SIG_IGN
+    ) - PYTHON_IGNORED
+
+
+def workload_ignored_signals(inherited_ignored: frozenset[int]) -> frozenset[int]:
+    """The signals the workload starts with ignored; every other one is default."""
+    return (inherited_ignored & _SETTABLE) - PYTHON_IGNORED
+
+
+class SpawnError(Exception):
+    """The workload could not be started; ``exit_code`` is 126 or 127."""
+
+    def __init__(self, program: str, errno_value: int, stage: str = "exec") -> None:
+        self.program = program
+        self.errno = errno_value
+        self.stage = stage
+        super().__init__(self.message)
+
+    @property
+    def strerror(self) -> str:
+        """The system's text for the error."""
+        return os.strerror(self.errno)
+
+    @property
+    def exit_code(self) -> int:
+        """The init's exit code for this failure."""
+        if self.stage != "exec":
+            return EXIT_CANNOT_EXECUTE
+        return exec_failure_code(self.errno)
+
+    @property
+    def message(self) -> str:
+        """The one-line message for stderr (without the ``nucleus-trio:`` prefix)."""
+        if self.stage != "exec":
+            return f"cannot run {self.program!r}: {self.stage}: {self.strerror}"
+        return f"cannot run {self.program!r}: {self.strerror}"
+
+
+def should_take_terminal(fd: int = 0) -> bool:
+    """Whether the workload should get the terminal's foreground.
+
+    Only when ``fd`` is a terminal whose foreground group is the init's own:
+    otherwise the init would steal the terminal from the real foreground job.
+    """
+    try:
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _child(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    ignored: frozenset[int],
+    take_terminal: bool,
+    report: int,
+) -> None:
+    """Runs in the forked child: set the workload's state up, then exec."""
+    stage = "setpgid"
+    try:
+        os.setpgid(0, 0)
+        if take_terminal:
+            stage = "tcsetpgrp"
+            # SIGTTOU is still blocked (inherited), so a background caller is
+            # let through by the kernel instead of being stopped.
+            try:
+                os.tcsetpgrp(0, os.getpgrp())
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTTY, errno.ENXIO, errno.EBADF):
+                    raise
+        stage = "signals"
+        # Dispositions first, then the mask: a signal pending in the child now
+        # meets its default action, never a copy of the init's handlers.
+        for signo in _SETTABLE:
+            _signal.signal(signo, _signal.SIG_IGN if signo in ignored else _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+        stage = "exec"
+        if env is None:
+            os.execvp(argv[0], list(argv))
+        else:
+            os.execvpe(argv[0], list(argv), dict(env))
+    except OSError as exc:
+        code = exc.errno if exc.errno is not None else errno.EINVAL
+        os.write(report, f"{code}:{stage}".encode())
+    except BaseException:
+        os.write(report, f"{errno.EINVAL}:{stage}".encode())
+    finally:
+        os._exit(EXIT_NOT_FOUND)
+
+
+def fork_exec(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    ignored: frozenset[int] = frozenset(),
+    take_terminal: bool = False,
+) -> int:
+    """Start ``argv`` in its own process group and return its PID.
+
+    Returns only once the exec has succeeded, so the process group exists
+    before anyone can signal it. ``env`` of ``None`` passes the init's own
+    environment. ``ignored`` are the signals that start ignored in the
+    workload; every other one starts at its default, with an empty mask.
+    Raises :class:`SpawnError` when the program cannot be run; the failed
+    child is reaped before that.
+    """
+    if not argv:
+        raise ValueError("argv must not be empty")
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid == 0:  # pragma: no cover - the child execs or _exits
+        os.close(read_end)
+        _child(argv, env, ignored, take_terminal, write_end)
+    os.close(write_end)
+    try:
+        chunks = []
+        while chunk := os.read(read_end, 256):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    if not chunks:
+        return pid
+    os.waitpid(pid, 0)
+    code_text, _, stage = b"".join(chunks).decode(errors="replace").partition(":")
+    try:
+        code = int(code_text)
+    except ValueError:
+        code = errno.EINVAL
+    raise SpawnError(argv[0], code, stage or "exec")
