@@ -14,8 +14,8 @@ import os
 import queue
 import signal
 import threading
-from functools import partial
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Final
 
 import attrs

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 import trio
 
 from nucleus_trio.audit import EventLog
-from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.config import Config
 from nucleus_trio.forwarding import route_signal
+from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.reaper import Reaper
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
