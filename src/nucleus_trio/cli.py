@@ -155,7 +155,8 @@ def run(
         # Nobody reaps before trio runs (SIGCHLD is blocked), so the PID is
         # still this child's even if it has exited already.
         pidfd = os.pidfd_open(pid)
-        notes.append((levels.INFO, f"started workload pid={pid}: {' '.join(config.argv)}"))
+        shown = " ".join(config.argv).replace("\n", "\\n")
+        notes.append((levels.INFO, f"started workload pid={pid}: {shown[:200]}"))
     if early_sigint:
         # Pending (blocked) until the receiver is up; then forwarded as usual.
         os.kill(os.getpid(), _signal.SIGINT)

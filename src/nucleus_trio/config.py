@@ -108,6 +108,9 @@ class Config:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Config is immutable (tried to set {name})")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Config is immutable (tried to delete {name})")
+
     def _key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
 

@@ -96,6 +96,8 @@ def reap_unclaimed(
         children = list_children()
         claims = claimed()
         for pid in children:
+            if len(reaped) >= limit:
+                return reaped, True
             if pid not in claims:
                 status = reap_pid(pid)
                 if status is not None:

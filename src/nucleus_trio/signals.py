@@ -105,6 +105,8 @@ def parse_signal(text: str, *, allow_zero: bool = False) -> int:
         if number in _signal.valid_signals():
             return number
         raise SignalSpecError(f"not a valid signal number: {text!r}")
+    if not spec.isascii():
+        raise SignalSpecError(f"unknown signal: {text!r}")
     upper = spec.upper()
     if not upper.startswith("SIG"):
         upper = "SIG" + upper

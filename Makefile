@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with python3 and make:
+#   make demo   the init reaping an orphan and forwarding a signal as PID 1
+#   make test   lint, types and the whole test suite
+# Each creates .venv and installs what it needs.
+
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed-test
+
+.PHONY: demo test lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash examples/demo.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .hypothesis
