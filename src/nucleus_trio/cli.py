@@ -173,10 +173,43 @@ def run(
     return _run_trio(config, pid, pidfd, notes)
 
 
+def _import_trio() -> None:
+    """Import trio without its ``ldconfig -p`` subprocess.
+
+    trio looks for libpthread with ``ctypes.util.find_library``, which runs
+    ``ldconfig -p``: a fork and about 100 ms, at every start of the init.
+    Since glibc 2.34 the pthread functions live in ``libc.so.6`` itself, so
+    the answer is known without asking.
+    """
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
+    name, _, number = (libc or "").partition(" ")
+    try:
+        new_glibc = name == "glibc" and tuple(map(int, number.split(".")[:2])) >= (2, 34)
+    except ValueError:
+        new_glibc = False
+    if not new_glibc:
+        import trio
+
+        return
+    import ctypes.util
+
+    original = ctypes.util.find_library
+
+    def find_library(library: str) -> str | None:
+        return "libc.so.6" if library == "pthread" else original(library)
+
+    ctypes.util.find_library = find_library
+    try:
+        import trio  # noqa: F401
+    finally:
+        ctypes.util.find_library = original
+
+
 def _run_trio(
     config: Config, pid: int | None, pidfd: int | None, notes: list[tuple[int, str]]
 ) -> int:
     """Import trio (only now) and supervise."""
+    _import_trio()
     import trio
 
     from nucleus_trio.audit import EventLog

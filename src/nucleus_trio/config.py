@@ -35,6 +35,12 @@ options:
   -p, --pdeathsig SIGNAL   have the kernel send SIGNAL to the init when its
                            parent dies
   -P, --pause              run no program: reap orphans, exit 0 on SIGINT/SIGTERM
+  -t, --grace SECONDS      when the workload has exited, give the processes left
+                           behind this long after SIGTERM before SIGKILL
+                           (default 5; ends early once they are all gone)
+      --kill-after SECONDS after forwarding SIGTERM or SIGINT, SIGKILL the
+                           workload (its group with -g) if it is still alive
+                           SECONDS later (default: never)
   -w, --warn-reap          log a warning for every orphan reaped
   -v, --verbose            more logging on stderr (repeatable)
   -q, --quiet              less logging on stderr
@@ -43,6 +49,13 @@ options:
 
 exit status: the workload's; 126/127 when PROGRAM cannot be run; 2 on bad usage.
 """
+
+
+#: Seconds between SIGTERM and SIGKILL for the processes left behind.
+DEFAULT_GRACE = 5.0
+
+#: The largest number of seconds accepted, so a typo cannot mean "forever".
+MAX_SECONDS = 10_000_000.0
 
 
 class UsageError(Exception):
@@ -58,6 +71,8 @@ class Config:
 
     __slots__ = (
         "argv",
+        "grace",
+        "kill_after",
         "pause",
         "pdeathsig",
         "pgroup",
@@ -69,6 +84,8 @@ class Config:
     )
 
     argv: tuple[str, ...]
+    grace: float
+    kill_after: float | None
     pause: bool
     pgroup: bool
     pdeathsig: int | None
@@ -82,6 +99,8 @@ class Config:
         self,
         argv: Sequence[str] = (),
         *,
+        grace: float = DEFAULT_GRACE,
+        kill_after: float | None = None,
         pause: bool = False,
         pgroup: bool = False,
         pdeathsig: int | None = None,
@@ -93,6 +112,8 @@ class Config:
     ) -> None:
         values = {
             "argv": tuple(argv),
+            "grace": grace,
+            "kill_after": kill_after,
             "pause": pause,
             "pgroup": pgroup,
             "pdeathsig": pdeathsig,
@@ -150,13 +171,41 @@ def _parse_exit_code(text: str) -> int:
     return int(spec)
 
 
+def parse_seconds(text: str) -> float:
+    """Parse a duration in seconds: ``5``, ``0.5``; finite and not negative."""
+    spec = text.strip()
+    try:
+        if not spec.isascii() or "_" in spec:
+            raise ValueError
+        value = float(spec)
+    except ValueError:
+        raise UsageError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.0 <= value <= MAX_SECONDS:  # also false for NaN
+        raise UsageError(
+            f"seconds must be between 0 and {MAX_SECONDS:.0f}, got {text!r}"
+        )
+    return value
+
+
 class _Draft:
     """The mutable state of one parse, frozen into a :class:`Config` at the end."""
 
-    __slots__ = ("pause", "pdeathsig", "pgroup", "remaps", "rewrites", "subreaper",
-                 "verbosity", "warn_reap")
+    __slots__ = (
+        "grace",
+        "kill_after",
+        "pause",
+        "pdeathsig",
+        "pgroup",
+        "remaps",
+        "rewrites",
+        "subreaper",
+        "verbosity",
+        "warn_reap",
+    )
 
     def __init__(self) -> None:
+        self.grace = DEFAULT_GRACE
+        self.kill_after: float | None = None
         self.pause = False
         self.pgroup = False
         self.pdeathsig: int | None = None
@@ -194,6 +243,10 @@ class _Draft:
                 self.rewrites.append(parse_rewrite(raw))
             elif flag in ("-e", "--remap-exit"):
                 self.remaps.add(_parse_exit_code(raw))
+            elif flag in ("-t", "--grace"):
+                self.grace = parse_seconds(raw)
+            elif flag == "--kill-after":
+                self.kill_after = parse_seconds(raw)
             else:
                 self.pdeathsig = parse_signal(raw)
         except SignalSpecError as exc:
@@ -204,7 +257,10 @@ _SWITCHES = frozenset(
     {"-s", "--subreaper", "--no-subreaper", "-g", "--pgroup", "-c", "--single-child",
      "-P", "--pause", "-w", "--warn-reap", "-v", "--verbose", "-q", "--quiet"}
 )
-_VALUED = frozenset({"-r", "--rewrite", "-e", "--remap-exit", "-p", "--pdeathsig"})
+_VALUED = frozenset(
+    {"-r", "--rewrite", "-e", "--remap-exit", "-p", "--pdeathsig", "-t", "--grace",
+     "--kill-after"}
+)
 _LONG_NAMES = sorted(
     name for name in (*_SWITCHES, *_VALUED, "--help", "--version") if name.startswith("--")
 )
@@ -291,6 +347,8 @@ def parse_args(args: Sequence[str]) -> tuple[str, Config]:
         raise UsageError("PROGRAM must not be an empty string")
     config = Config(
         program,
+        grace=draft.grace,
+        kill_after=draft.kill_after,
         pause=draft.pause,
         pgroup=draft.pgroup,
         pdeathsig=draft.pdeathsig,

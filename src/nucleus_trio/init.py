@@ -21,6 +21,7 @@ from nucleus_trio.forwarding import route_signal
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.reaper import Reaper
+from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
 
@@ -32,7 +33,8 @@ FLUSH_TIMEOUT = 1.0
 #: CLI mode, where the init owns every child).
 EXIT_STATUS_LOST = 255
 
-_PAUSE_STOPPERS = frozenset({signal.SIGINT, signal.SIGTERM})
+#: Signals that stop pause mode, and that start the ``--kill-after`` timer.
+_STOPPERS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 class _Init:
@@ -47,6 +49,8 @@ class _Init:
         self.reaper = Reaper(lambda: self.claimed, self._on_reaped)
         self.stop = trio.Event()
         self.pause_signal: int | None = None
+        self.kill_after_armed = False
+        self.nursery: trio.Nursery | None = None
 
     def _on_reaped(self, status: ExitStatus) -> None:
         level = WARNING if self.config.warn_reap else DEBUG
@@ -68,7 +72,7 @@ class _Init:
                 self.forward(signo)
 
     def _pause_signal(self, signo: int) -> None:
-        if signo in _PAUSE_STOPPERS:
+        if signo in _STOPPERS:
             self.log.log(INFO, f"received {signal_name(signo)}, leaving pause")
             self.pause_signal = signo
             self.stop.set()
@@ -97,6 +101,57 @@ class _Init:
             f"forwarded {route.describe()} to {'group' if group else 'pid'} {abs(target)}",
             "signal_forwarded",
         )
+        if received in _STOPPERS and self.config.kill_after is not None:
+            self._arm_kill_after(self.config.kill_after)
+
+    def _arm_kill_after(self, seconds: float) -> None:
+        """Start the ``--kill-after`` timer once, at the first SIGTERM or SIGINT."""
+        if self.kill_after_armed or self.nursery is None:
+            return
+        self.kill_after_armed = True
+        self.nursery.start_soon(self._kill_after, seconds)
+
+    async def _kill_after(self, seconds: float) -> None:
+        assert self.workload is not None
+        await trio.sleep(seconds)
+        group = self.config.pgroup
+        try:
+            self.workload.send_signal(signal.SIGKILL, group=group)
+        except OSError:
+            return  # it has exited (and been reaped) meanwhile
+        self.log.log(
+            WARNING,
+            f"workload still running {seconds:g} s after the stop signal: "
+            f"sent SIGKILL to {'group' if group else 'pid'} {self.workload.pid}",
+            "signal_forwarded",
+        )
+
+    async def shut_down(self) -> ShutdownReport:
+        """End the processes left behind: SIGTERM, the grace, then SIGKILL."""
+
+        def on_signal(phase: str, signo: int, pids: list[int]) -> None:
+            shown = " ".join(str(pid) for pid in pids[:50])
+            more = f" (+{len(pids) - 50} more)" if len(pids) > 50 else ""
+            level = WARNING if phase == "kill" else INFO
+            self.log.log(
+                level,
+                f"shutdown: sent {signal_name(signo)} to {len(pids)} "
+                f"process{'es' if len(pids) != 1 else ''} left behind: {shown}{more}",
+                f"shutdown_{phase}",
+            )
+
+        report = await shutdown_leftovers(self.config.grace, on_signal=on_signal)
+        if report.terminated or report.survivors:
+            self.log.log(
+                INFO,
+                f"shutdown: done in {report.seconds:.3f} s "
+                f"({len(report.terminated) - len(report.killed)} ended on SIGTERM, "
+                f"{len(report.killed)} killed, {len(report.survivors)} survived)",
+                "shutdown_complete",
+            )
+        for pid in report.survivors:
+            self.log.log(ERROR, f"shutdown: pid {pid} survived SIGKILL", "shutdown_survivor")
+        return report
 
     async def wait_workload(self) -> ExitStatus | None:
         """Wait for the workload's exit (or, in pause mode, a stop signal)."""
@@ -127,9 +182,12 @@ async def run_init(config: Config, workload: PidFd | None, log: EventLog) -> int
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_BLOCKED)
         try:
             async with trio.open_nursery() as nursery:
+                state.nursery = nursery
                 nursery.start_soon(state.reaper.run)
                 nursery.start_soon(state.dispatch_signals, receiver)
                 status = await state.wait_workload()
+                # The reaper keeps running: the leftovers' zombies are its job.
+                await state.shut_down()
                 nursery.cancel_scope.cancel()
             # Leave no zombie that exited before the workload did.
             state.reaper.reap_now()

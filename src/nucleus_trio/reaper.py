@@ -21,22 +21,27 @@ from nucleus_trio.status import ExitStatus
 BATCH = 256
 
 
-def list_children() -> list[int]:
-    """The PIDs of this process's children, from every thread's ``children`` list."""
+def list_children(pid: int | None = None) -> list[int]:
+    """The PIDs of the children of ``pid`` (default: this process).
+
+    Read from every thread's ``children`` list; for this process, on a kernel
+    without those lists, from a walk of ``/proc/*/stat``.
+    """
+    base = "/proc/self" if pid is None else f"/proc/{pid}"
     kids: list[int] = []
     try:
-        tids = os.listdir("/proc/self/task")
+        tids = os.listdir(f"{base}/task")
     except OSError:
         tids = []
     found_file = False
     for tid in tids:
         try:
-            with open(f"/proc/self/task/{tid}/children", "rb") as handle:
+            with open(f"{base}/task/{tid}/children", "rb") as handle:
                 found_file = True
                 kids.extend(int(word) for word in handle.read().split())
         except OSError:
             continue
-    if found_file:
+    if found_file or pid is not None:
         return kids
     return list(_children_from_stat())
 
