@@ -195,8 +195,8 @@ def _import_trio() -> None:
 
     original = ctypes.util.find_library
 
-    def find_library(library: str) -> str | None:
-        return "libc.so.6" if library == "pthread" else original(library)
+    def find_library(name: str) -> str | None:
+        return "libc.so.6" if name == "pthread" else original(name)
 
     ctypes.util.find_library = find_library
     try:
