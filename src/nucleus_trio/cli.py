@@ -12,7 +12,9 @@ from __future__ import annotations
 import _signal
 import os
 
+from nucleus_trio import levels
 from nucleus_trio.config import HELP, PROG, USAGE, Action, Config, UsageError, parse_args
+from nucleus_trio.environment import workload_environment
 from nucleus_trio.signals import TERMINAL_STOPS
 from nucleus_trio.spawn import (
     EXIT_CANNOT_EXECUTE,
@@ -73,37 +75,99 @@ def _inherited_fds() -> list[int]:
     return fds
 
 
-def _prepare_init(config: Config, notes: list[tuple[int, str]]) -> None:
-    """Changes to the init itself that must precede the spawn."""
-    from nucleus_trio import levels
+class _Note:
+    """An event that happened before trio (and the event log) was up."""
 
+    __slots__ = ("detail", "event_type", "fields", "level", "timestamp")
+
+    def __init__(self, level: int, detail: str, event_type: str, **fields: object) -> None:
+        import time
+
+        self.level = level
+        self.detail = detail
+        self.event_type = event_type
+        self.fields = fields
+        self.timestamp = time.time()
+
+
+def _prepare_init(config: Config, notes: list[_Note]) -> None:
+    """Changes to the init itself that must precede the spawn."""
     for signo in TERMINAL_STOPS:
         # As tini: a background init never stops on terminal I/O.
         _signal.signal(signo, _signal.SIG_IGN)
-    if config.pdeathsig is not None or config.wants_subreaper(os.getpid() == 1):
+    is_pid1 = os.getpid() == 1
+    if config.pdeathsig is not None or config.wants_subreaper(is_pid1):
         from nucleus_trio import kernel
 
         if config.pdeathsig is not None:
             try:
                 kernel.set_pdeathsig(config.pdeathsig)
             except OSError as exc:
-                notes.append((levels.WARNING, f"cannot set the parent-death signal: {exc}"))
-        if config.wants_subreaper(os.getpid() == 1):
+                notes.append(
+                    _Note(
+                        levels.WARNING, f"cannot set the parent-death signal: {exc}", "init_error"
+                    )
+                )
+        if config.wants_subreaper(is_pid1):
             try:
                 kernel.set_child_subreaper()
-                notes.append((levels.DEBUG, "registered as child subreaper"))
+                notes.append(_Note(levels.DEBUG, "registered as child subreaper", "log"))
             except OSError as exc:
                 notes.append(
-                    (levels.WARNING, f"cannot register as child subreaper: {exc}")
+                    _Note(
+                        levels.WARNING, f"cannot register as child subreaper: {exc}", "init_error"
+                    )
                 )
-    elif os.getpid() != 1:
+    elif not is_pid1:
         notes.append(
-            (
+            _Note(
                 levels.WARNING,
                 "not PID 1 and not a subreaper (--no-subreaper): "
                 "orphans will not be reaped by this init",
+                "log",
             )
         )
+
+
+def _container_fields(config: Config) -> tuple[str, str]:
+    """``container_id`` (default: the hostname) and ``container_name``
+    (default: PROGRAM's base name, or ``pause``)."""
+    container_id = config.container_id
+    if container_id is None:
+        container_id = os.uname().nodename
+    name = config.container_name
+    if name is None:
+        name = os.path.basename(config.argv[0]) if config.argv else "pause"
+    return container_id, name
+
+
+def _shown_argv(config: Config) -> list[str]:
+    """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
+    if config.redact_args and len(config.argv) > 1:
+        return [config.argv[0], f"<{len(config.argv) - 1} arguments redacted>"]
+    return list(config.argv)
+
+
+def _audit_now(audit_fd: int | None, config: Config, note: _Note) -> None:
+    """Write one audit record synchronously (before exiting without trio)."""
+    if audit_fd is None:
+        return
+    from nucleus_trio.records import audit_line, audit_record
+
+    container_id, container_name = _container_fields(config)
+    record = audit_record(
+        note.event_type,
+        note.detail,
+        note.level == levels.ERROR,
+        note.fields,
+        timestamp=note.timestamp,
+        container_id=container_id,
+        container_name=container_name,
+    )
+    try:
+        os.write(audit_fd, audit_line(record))
+    except OSError:
+        _stderr("audit: the exec_failed event could not be written")
 
 
 def run(
@@ -133,30 +197,90 @@ def run(
         _stdout(f"{PROG} {version()}\n")
         return 0
 
-    from nucleus_trio import levels
-
-    notes: list[tuple[int, str]] = []
-    _prepare_init(config, notes)
+    # Listed before the init opens anything of its own.
     inherited_fds = _inherited_fds()
+    audit_fd = None
+    if config.audit is not None:
+        try:
+            from nucleus_trio.records import open_audit_destination
+
+            audit_fd = open_audit_destination(config.audit)
+        except OSError as exc:
+            _stderr(f"--audit {config.audit}: {exc.strerror}")
+            return EXIT_USAGE
+    notes: list[_Note] = []
+    _prepare_init(config, notes)
     pid = pidfd = None
+    started = None
     if not config.pause:
+        env, warnings = workload_environment(
+            os.environ,
+            clean_env=config.clean_env,
+            assignments=config.env,
+            sd_notify=config.sd_notify,
+        )
+        for warning in warnings:
+            notes.append(_Note(levels.WARNING, warning, "notify_socket_dropped"))
         try:
             pid = fork_exec(
                 config.argv,
+                env=env,
                 ignored=workload_ignored_signals(inherited_ignored),
                 take_terminal=should_take_terminal(),
+                identity=config.identity,
+                no_new_privs=config.no_new_privs,
             )
-        except SpawnError as exc:
-            _stderr(exc.message)
-            return exc.exit_code
-        except OSError as exc:
-            _stderr(f"cannot run {config.argv[0]!r}: {exc.strerror}")
-            return EXIT_CANNOT_EXECUTE
+        except (SpawnError, OSError) as exc:
+            if isinstance(exc, SpawnError):
+                message, code, error = exc.message, exc.exit_code, exc.strerror
+            else:
+                error = exc.strerror or str(exc)
+                message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE
+            _stderr(message)
+            _audit_now(
+                audit_fd,
+                config,
+                _Note(
+                    levels.ERROR,
+                    message,
+                    "exec_failed",
+                    program=config.argv[0],
+                    error=error,
+                    exit_code=code,
+                ),
+            )
+            return code
+        import time
+
+        started = time.monotonic()
         # Nobody reaps before trio runs (SIGCHLD is blocked), so the PID is
         # still this child's even if it has exited already.
         pidfd = os.pidfd_open(pid)
-        shown = " ".join(config.argv).replace("\n", "\\n")
-        notes.append((levels.INFO, f"started workload pid={pid}: {shown[:200]}"))
+        shown = " ".join(_shown_argv(config)).replace("\n", "\\n")
+        fields: dict[str, object] = {"pid": pid, "argv": _shown_argv(config)}
+        if config.env:
+            fields["env_keys"] = [key for key, _ in config.env]  # never the values
+        if config.identity is not None:
+            fields["uid"] = config.identity.uid
+            fields["gid"] = config.identity.gid
+            fields["groups"] = list(config.identity.groups)
+        notes.append(
+            _Note(
+                levels.INFO,
+                f"started workload pid={pid}: {shown[:200]}",
+                "container_exec",
+                **fields,
+            )
+        )
+        if config.no_new_privs:
+            notes.append(
+                _Note(
+                    levels.DEBUG,
+                    f"PR_SET_NO_NEW_PRIVS set for pid={pid}",
+                    "no_new_privs_set",
+                    pid=pid,
+                )
+            )
     if early_sigint:
         # Pending (blocked) until the receiver is up; then forwarded as usual.
         os.kill(os.getpid(), _signal.SIGINT)
@@ -166,11 +290,13 @@ def run(
     except OSError:
         pass
     for fd in inherited_fds:
+        if fd == audit_fd:
+            continue
         try:
             os.close(fd)
         except OSError:
             pass
-    return _run_trio(config, pid, pidfd, notes)
+    return _run_trio(config, pid, pidfd, notes, audit_fd, started)
 
 
 def _import_trio() -> None:
@@ -206,21 +332,59 @@ def _import_trio() -> None:
 
 
 def _run_trio(
-    config: Config, pid: int | None, pidfd: int | None, notes: list[tuple[int, str]]
+    config: Config,
+    pid: int | None,
+    pidfd: int | None,
+    notes: list[_Note],
+    audit_fd: int | None,
+    started: float | None,
 ) -> int:
     """Import trio (only now) and supervise."""
     _import_trio()
     import trio
 
-    from nucleus_trio.audit import EventLog
+    from nucleus_trio.audit import Event, EventLog
     from nucleus_trio.init import run_with_log
     from nucleus_trio.pidfd import PidFd
 
-    log = EventLog(config.verbosity)
-    for level, text in notes:
-        log.log(level, text)
+    container_id, container_name = _container_fields(config)
+    log = EventLog(
+        config.verbosity,
+        audit_fd=audit_fd,
+        container_id=container_id,
+        container_name=container_name,
+    )
+    is_pid1 = os.getpid() == 1
+    log.emit(
+        Event(
+            "init_supervisor_started",
+            f"supervisor started as {'PID 1' if is_pid1 else f'pid {os.getpid()}'}",
+            levels.DEBUG,
+            False,
+            {
+                "pid": os.getpid(),
+                "pid1": is_pid1,
+                "subreaper": config.wants_subreaper(is_pid1),
+                "pause": config.pause,
+            },
+            notes[0].timestamp if notes else __import__("time").time(),
+        )
+    )
+    for note in notes:
+        log.emit(
+            Event(
+                note.event_type,
+                note.detail,
+                note.level,
+                note.level == levels.ERROR or note.event_type == "init_error",
+                note.fields,
+                note.timestamp,
+            )
+        )
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
-    code = trio.run(run_with_log, config, workload, log)
+    code = trio.run(run_with_log, config, workload, log, started)
     if log.dropped:
-        _stderr(f"{log.dropped} log events were dropped (stderr too slow or broken)")
+        _stderr(f"{log.dropped} log lines were dropped (stderr too slow or broken)")
+    if log.audit_dropped:
+        _stderr(f"{log.audit_dropped} audit events were dropped (sink too slow or broken)")
     return code

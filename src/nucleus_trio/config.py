@@ -8,6 +8,8 @@ option, so ``nucleus-trio cmd -g`` passes ``-g`` to ``cmd``.
 
 from __future__ import annotations
 
+from nucleus_trio.environment import EnvError, check_env_assignments, parse_env_assignment
+from nucleus_trio.identity import Identity, IdentityError, resolve_identity
 from nucleus_trio.signals import SignalSpecError, parse_rewrite, parse_signal
 
 TYPE_CHECKING = False
@@ -42,6 +44,24 @@ options:
                            workload (its group with -g) if it is still alive
                            SECONDS later (default: never)
   -w, --warn-reap          log a warning for every orphan reaped
+      --audit DEST         write audit events as JSON lines to DEST: a file
+                           (appended, created 0600), - for stderr, or fd:N
+      --container-id ID    correlation field of every audit event
+                           (default: the hostname)
+      --container-name NAME
+                           correlation field of every audit event
+                           (default: PROGRAM's base name, or "pause")
+      --redact-args        log only PROGRAM in audit events, not its arguments
+      --clean-env          start the workload from a minimal environment
+                           (PATH, TERM=xterm, HOME=/) instead of the inherited one
+      --env KEY=VALUE      set a variable for the workload; repeatable
+      --sd-notify          pass NOTIFY_SOCKET through (abstract, or under /run/)
+      --no-new-privs       set PR_SET_NO_NEW_PRIVS for the workload
+      --user USER[:GROUP]  run the workload as USER (name or number), with GROUP
+                           or else USER's primary group
+      --groups GROUP[,GROUP...]
+                           the workload's supplementary groups (with --user,
+                           none unless given)
   -v, --verbose            more logging on stderr (repeatable)
   -q, --quiet              less logging on stderr
   -V, --version            print the version and exit
@@ -71,19 +91,37 @@ class Config:
 
     __slots__ = (
         "argv",
+        "audit",
+        "clean_env",
+        "container_id",
+        "container_name",
+        "env",
         "grace",
+        "identity",
         "kill_after",
+        "no_new_privs",
         "pause",
         "pdeathsig",
         "pgroup",
+        "redact_args",
         "remap_exit",
         "rewrites",
+        "sd_notify",
         "subreaper",
         "verbosity",
         "warn_reap",
     )
 
     argv: tuple[str, ...]
+    audit: str | None
+    clean_env: bool
+    container_id: str | None
+    container_name: str | None
+    env: tuple[tuple[str, str], ...]
+    identity: Identity | None
+    no_new_privs: bool
+    redact_args: bool
+    sd_notify: bool
     grace: float
     kill_after: float | None
     pause: bool
@@ -99,6 +137,15 @@ class Config:
         self,
         argv: Sequence[str] = (),
         *,
+        audit: str | None = None,
+        clean_env: bool = False,
+        container_id: str | None = None,
+        container_name: str | None = None,
+        env: Sequence[tuple[str, str]] = (),
+        identity: Identity | None = None,
+        no_new_privs: bool = False,
+        redact_args: bool = False,
+        sd_notify: bool = False,
         grace: float = DEFAULT_GRACE,
         kill_after: float | None = None,
         pause: bool = False,
@@ -112,6 +159,15 @@ class Config:
     ) -> None:
         values = {
             "argv": tuple(argv),
+            "audit": audit,
+            "clean_env": clean_env,
+            "container_id": container_id,
+            "container_name": container_name,
+            "env": tuple(env),
+            "identity": identity,
+            "no_new_privs": no_new_privs,
+            "redact_args": redact_args,
+            "sd_notify": sd_notify,
             "grace": grace,
             "kill_after": kill_after,
             "pause": pause,
@@ -171,6 +227,17 @@ def _parse_exit_code(text: str) -> int:
     return int(spec)
 
 
+def parse_audit_destination(text: str) -> str:
+    """Check ``--audit DEST``: ``-``, ``fd:N`` (N >= 1) or a non-empty path."""
+    if not text:
+        raise UsageError("--audit needs a destination: a path, - or fd:N")
+    if text.startswith("fd:"):
+        number = text[3:]
+        if not (number.isascii() and number.isdigit()) or len(number) > 9 or int(number) < 1:
+            raise UsageError(f"--audit fd:N needs a descriptor number of 1 or more, got {text!r}")
+    return text
+
+
 def parse_seconds(text: str) -> float:
     """Parse a duration in seconds: ``5``, ``0.5``; finite and not negative."""
     spec = text.strip()
@@ -181,9 +248,7 @@ def parse_seconds(text: str) -> float:
     except ValueError:
         raise UsageError(f"expected a number of seconds, got {text!r}") from None
     if not 0.0 <= value <= MAX_SECONDS:  # also false for NaN
-        raise UsageError(
-            f"seconds must be between 0 and {MAX_SECONDS:.0f}, got {text!r}"
-        )
+        raise UsageError(f"seconds must be between 0 and {MAX_SECONDS:.0f}, got {text!r}")
     return value
 
 
@@ -191,19 +256,39 @@ class _Draft:
     """The mutable state of one parse, frozen into a :class:`Config` at the end."""
 
     __slots__ = (
+        "audit",
+        "clean_env",
+        "container_id",
+        "container_name",
+        "env",
         "grace",
+        "groups",
         "kill_after",
+        "no_new_privs",
         "pause",
         "pdeathsig",
         "pgroup",
+        "redact_args",
         "remaps",
         "rewrites",
+        "sd_notify",
         "subreaper",
+        "user",
         "verbosity",
         "warn_reap",
     )
 
     def __init__(self) -> None:
+        self.audit: str | None = None
+        self.clean_env = False
+        self.container_id: str | None = None
+        self.container_name: str | None = None
+        self.env: list[tuple[str, str]] = []
+        self.groups: list[str] | None = None
+        self.no_new_privs = False
+        self.redact_args = False
+        self.sd_notify = False
+        self.user: str | None = None
         self.grace = DEFAULT_GRACE
         self.kill_after: float | None = None
         self.pause = False
@@ -233,6 +318,14 @@ class _Draft:
             self.verbosity += 1
         elif flag in ("-q", "--quiet"):
             self.verbosity = 0
+        elif flag == "--clean-env":
+            self.clean_env = True
+        elif flag == "--sd-notify":
+            self.sd_notify = True
+        elif flag == "--no-new-privs":
+            self.no_new_privs = True
+        elif flag == "--redact-args":
+            self.redact_args = True
         else:  # pragma: no cover - the tables below only hold known flags
             raise UsageError(f"unknown option {flag!r}")
 
@@ -247,19 +340,65 @@ class _Draft:
                 self.grace = parse_seconds(raw)
             elif flag == "--kill-after":
                 self.kill_after = parse_seconds(raw)
+            elif flag == "--audit":
+                self.audit = parse_audit_destination(raw)
+            elif flag == "--container-id":
+                self.container_id = raw
+            elif flag == "--container-name":
+                self.container_name = raw
+            elif flag == "--env":
+                self.env.append(parse_env_assignment(raw))
+            elif flag == "--user":
+                self.user = raw
+            elif flag == "--groups":
+                self.groups = [name.strip() for name in raw.split(",")] if raw.strip() else []
             else:
                 self.pdeathsig = parse_signal(raw)
-        except SignalSpecError as exc:
+        except (SignalSpecError, EnvError) as exc:
             raise UsageError(f"{flag}: {exc}") from None
 
 
 _SWITCHES = frozenset(
-    {"-s", "--subreaper", "--no-subreaper", "-g", "--pgroup", "-c", "--single-child",
-     "-P", "--pause", "-w", "--warn-reap", "-v", "--verbose", "-q", "--quiet"}
+    {
+        "-s",
+        "--subreaper",
+        "--no-subreaper",
+        "-g",
+        "--pgroup",
+        "-c",
+        "--single-child",
+        "-P",
+        "--pause",
+        "-w",
+        "--warn-reap",
+        "-v",
+        "--verbose",
+        "-q",
+        "--quiet",
+        "--clean-env",
+        "--sd-notify",
+        "--no-new-privs",
+        "--redact-args",
+    }
 )
 _VALUED = frozenset(
-    {"-r", "--rewrite", "-e", "--remap-exit", "-p", "--pdeathsig", "-t", "--grace",
-     "--kill-after"}
+    {
+        "-r",
+        "--rewrite",
+        "-e",
+        "--remap-exit",
+        "-p",
+        "--pdeathsig",
+        "-t",
+        "--grace",
+        "--kill-after",
+        "--audit",
+        "--container-id",
+        "--container-name",
+        "--env",
+        "--user",
+        "--groups",
+    }
 )
 _LONG_NAMES = sorted(
     name for name in (*_SWITCHES, *_VALUED, "--help", "--version") if name.startswith("--")
@@ -345,8 +484,22 @@ def parse_args(args: Sequence[str]) -> tuple[str, Config]:
         raise UsageError("no PROGRAM given")
     if program and program[0] == "":
         raise UsageError("PROGRAM must not be an empty string")
+    try:
+        check_env_assignments(draft.env, clean_env=draft.clean_env, sd_notify=draft.sd_notify)
+        identity = resolve_identity(draft.user, draft.groups)
+    except (EnvError, IdentityError) as exc:
+        raise UsageError(str(exc)) from None
     config = Config(
         program,
+        audit=draft.audit,
+        clean_env=draft.clean_env,
+        container_id=draft.container_id,
+        container_name=draft.container_name,
+        env=draft.env,
+        identity=identity,
+        no_new_privs=draft.no_new_privs,
+        redact_args=draft.redact_args,
+        sd_notify=draft.sd_notify,
         grace=draft.grace,
         kill_after=draft.kill_after,
         pause=draft.pause,

@@ -11,11 +11,12 @@ closes, so a late SIGTERM cannot kill the init on its way out.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import trio
 
-from nucleus_trio.audit import EventLog
+from nucleus_trio.audit import Event, EventLog
 from nucleus_trio.config import Config
 from nucleus_trio.forwarding import route_signal
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
@@ -58,7 +59,8 @@ class _Init:
             level,
             f"reaped zombie process with pid={status.pid} ({status.describe()})",
             "zombie_reaped",
-            pid=status.pid,
+            is_error=False,
+            **status_fields(status),
         )
 
     async def dispatch_signals(self, receiver: AsyncIterator[int]) -> None:
@@ -84,7 +86,13 @@ class _Init:
         assert self.workload is not None
         route = route_signal(received, self.rewrites)
         if route.dropped:
-            self.log.log(DEBUG, f"received {route.describe()}")
+            self.log.log(
+                DEBUG,
+                f"received {route.describe()}",
+                "signal_dropped",
+                signal=signal_name(received),
+                signo=received,
+            )
             return
         group = self.config.pgroup
         target = -self.workload.pid if group else self.workload.pid
@@ -96,10 +104,21 @@ class _Init:
         except OSError as exc:
             self.log.log(ERROR, f"forwarding {route.describe()} failed: {exc.strerror}")
             return
-        self.log.log(
-            INFO,
-            f"forwarded {route.describe()} to {'group' if group else 'pid'} {abs(target)}",
-            "signal_forwarded",
+        fields: dict[str, object] = {
+            "signal": signal_name(route.signo),
+            "signo": route.signo,
+            "target": target,
+        }
+        if route.rewritten:
+            fields["rewritten_from"] = signal_name(received)
+        self.log.emit(
+            Event(
+                "signal_forwarded",
+                f"forwarded {route.describe()} to {'group' if group else 'pid'} {abs(target)}",
+                INFO,
+                False,
+                fields,
+            )
         )
         if received in _STOPPERS and self.config.kill_after is not None:
             self._arm_kill_after(self.config.kill_after)
@@ -119,11 +138,17 @@ class _Init:
             self.workload.send_signal(signal.SIGKILL, group=group)
         except OSError:
             return  # it has exited (and been reaped) meanwhile
+        pid = self.workload.pid
         self.log.log(
             WARNING,
             f"workload still running {seconds:g} s after the stop signal: "
-            f"sent SIGKILL to {'group' if group else 'pid'} {self.workload.pid}",
+            f"sent SIGKILL to {'group' if group else 'pid'} {pid}",
             "signal_forwarded",
+            is_error=False,
+            signal="SIGKILL",
+            signo=signal.SIGKILL,
+            target=-pid if group else pid,
+            reason="kill_after",
         )
 
     async def shut_down(self) -> ShutdownReport:
@@ -138,6 +163,9 @@ class _Init:
                 f"shutdown: sent {signal_name(signo)} to {len(pids)} "
                 f"process{'es' if len(pids) != 1 else ''} left behind: {shown}{more}",
                 f"shutdown_{phase}",
+                is_error=False,
+                signal=signal_name(signo),
+                pids=pids,
             )
 
         report = await shutdown_leftovers(self.config.grace, on_signal=on_signal)
@@ -148,9 +176,15 @@ class _Init:
                 f"({len(report.terminated) - len(report.killed)} ended on SIGTERM, "
                 f"{len(report.killed)} killed, {len(report.survivors)} survived)",
                 "shutdown_complete",
+                seconds=round(report.seconds, 6),
+                terminated=len(report.terminated),
+                killed=len(report.killed),
+                survivors=list(report.survivors),
             )
         for pid in report.survivors:
-            self.log.log(ERROR, f"shutdown: pid {pid} survived SIGKILL", "shutdown_survivor")
+            self.log.log(
+                ERROR, f"shutdown: pid {pid} survived SIGKILL", "shutdown_survivor", pid=pid
+            )
         return report
 
     async def wait_workload(self) -> ExitStatus | None:
@@ -161,7 +195,7 @@ class _Init:
         try:
             status = await self.workload.wait()
         except StatusLostError as exc:
-            self.log.log(ERROR, str(exc))
+            self.log.log(ERROR, str(exc), "status_lost", pid=self.workload.pid)
             return None
         finally:
             self.claimed.discard(self.workload.pid)
@@ -169,10 +203,21 @@ class _Init:
         return status
 
 
-async def run_init(config: Config, workload: PidFd | None, log: EventLog) -> int:
+def status_fields(status: ExitStatus) -> dict[str, object]:
+    """Audit fields of an exit status: ``pid`` and ``exit_code`` or ``signal``."""
+    if status.signal is not None:
+        return {"pid": status.pid, "signal": signal_name(status.signal), "signo": status.signal}
+    return {"pid": status.pid, "exit_code": status.code}
+
+
+async def run_init(
+    config: Config, workload: PidFd | None, log: EventLog, *, started: float | None = None
+) -> int:
     """Supervise an already started workload (or pause); return the exit code.
 
     Must run in the main thread, with :data:`STARTUP_BLOCKED` blocked.
+    ``started`` is the ``time.monotonic()`` of the workload's start, for the
+    runtime in the ``container_stop`` event.
     """
     state = _Init(config, workload, log)
     status: ExitStatus | None = None
@@ -196,18 +241,35 @@ async def run_init(config: Config, workload: PidFd | None, log: EventLog) -> int
             # out; blocked, they stay pending and die with the process.
             signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_BLOCKED)
     if workload is None:
-        return 0
-    if status is None:
-        return EXIT_STATUS_LOST
-    return init_exit_code(status, config.remap_exit)
+        code = 0
+    elif status is None:
+        code = EXIT_STATUS_LOST
+    else:
+        code = init_exit_code(status, config.remap_exit)
+    fields: dict[str, object] = {"exit_code": code}
+    if status is not None:
+        fields["workload"] = status_fields(status)
+        if status.signal is not None:
+            fields["signal"] = signal_name(status.signal)
+    if started is not None:
+        fields["runtime"] = round(time.monotonic() - started, 3)
+    what = (
+        "pause ended"
+        if workload is None
+        else (f"workload {status.describe()}" if status is not None else "workload status lost")
+    )
+    log.log(INFO, f"stopping: {what}; exit code {code}", "container_stop", is_error=False, **fields)
+    return code
 
 
-async def run_with_log(config: Config, workload: PidFd | None, log: EventLog) -> int:
+async def run_with_log(
+    config: Config, workload: PidFd | None, log: EventLog, started: float | None = None
+) -> int:
     """:func:`run_init` with the event writer running beside it."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(log.run)
         try:
-            return await run_init(config, workload, log)
+            return await run_init(config, workload, log, started=started)
         finally:
             log.close()
             nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
@@ -17,11 +21,25 @@ PR_SET_NO_NEW_PRIVS = 38
 PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
 
+_libc: Any = None
+
+
+def load_libc() -> Any:
+    """The C library through ctypes, loaded once (before a fork, so the child
+    need not import anything)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """Call prctl(2); raise :class:`OSError` on failure."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = load_libc()
     args = [ctypes.c_ulong(value) for value in (arg2, arg3, arg4, arg5)]
     result: int = libc.prctl(ctypes.c_int(option), *args)
     if result == -1:

@@ -136,9 +136,7 @@ def parse_rewrite(text: str) -> tuple[int, int]:
     source = parse_signal(parts[0])
     target = parse_signal(parts[1], allow_zero=True)
     if source not in FORWARDED:
-        raise SignalSpecError(
-            f"cannot rewrite {signal_name(source)}: the init never forwards it"
-        )
+        raise SignalSpecError(f"cannot rewrite {signal_name(source)}: the init never forwards it")
     return source, target
 
 

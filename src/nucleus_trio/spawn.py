@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from nucleus_trio.identity import Identity
+
 #: The init's own exit codes, which ``--remap-exit`` never touches.
 EXIT_USAGE = 2
 EXIT_CANNOT_EXECUTE = 126
@@ -26,9 +28,7 @@ EXIT_NOT_FOUND = 127
 #: inherited them ignored: the workload gets them at their defaults.
 PYTHON_IGNORED: frozenset[int] = frozenset({_signal.SIGPIPE, _signal.SIGXFSZ})
 
-_SETTABLE: frozenset[int] = frozenset(
-    _signal.valid_signals() - {_signal.SIGKILL, _signal.SIGSTOP}
-)
+_SETTABLE: frozenset[int] = frozenset(_signal.valid_signals() - {_signal.SIGKILL, _signal.SIGSTOP})
 
 
 def exec_failure_code(errno_value: int) -> int:
@@ -44,9 +44,10 @@ def inherited_ignored_signals() -> frozenset[int]:
     Valid only before the init changes any disposition: Python records what it
     found at start-up, except for SIGPIPE and SIGXFSZ, which it ignores itself.
     """
-    return frozenset(
-        signo for signo in _SETTABLE if _signal.getsignal(signo) == _signal.SIG_IGN
-    ) - PYTHON_IGNORED
+    return (
+        frozenset(signo for signo in _SETTABLE if _signal.getsignal(signo) == _signal.SIG_IGN)
+        - PYTHON_IGNORED
+    )
 
 
 def workload_ignored_signals(inherited_ignored: frozenset[int]) -> frozenset[int]:
@@ -100,6 +101,8 @@ def _child(
     env: Mapping[str, str] | None,
     ignored: frozenset[int],
     take_terminal: bool,
+    identity: Identity | None,
+    no_new_privs: bool,
     report: int,
 ) -> None:
     """Runs in the forked child: set the workload's state up, then exec."""
@@ -115,6 +118,22 @@ def _child(
             except OSError as exc:
                 if exc.errno not in (errno.ENOTTY, errno.ENXIO, errno.EBADF):
                     raise
+        if identity is not None:
+            # Groups first, then the gid, then the uid: each step needs the
+            # privilege the next one drops.
+            stage = "setgroups"
+            os.setgroups(list(identity.groups))
+            if identity.gid is not None:
+                stage = "setgid"
+                os.setresgid(identity.gid, identity.gid, identity.gid)
+            if identity.uid is not None:
+                stage = "setuid"
+                os.setresuid(identity.uid, identity.uid, identity.uid)
+        if no_new_privs:
+            stage = "no_new_privs"
+            from nucleus_trio.kernel import set_no_new_privs
+
+            set_no_new_privs()
         stage = "signals"
         # Dispositions first, then the mask: a signal pending in the child now
         # meets its default action, never a copy of the init's handlers.
@@ -141,6 +160,8 @@ def fork_exec(
     env: Mapping[str, str] | None = None,
     ignored: frozenset[int] = frozenset(),
     take_terminal: bool = False,
+    identity: Identity | None = None,
+    no_new_privs: bool = False,
 ) -> int:
     """Start ``argv`` in its own process group and return its PID.
 
@@ -148,11 +169,17 @@ def fork_exec(
     before anyone can signal it. ``env`` of ``None`` passes the init's own
     environment. ``ignored`` are the signals that start ignored in the
     workload; every other one starts at its default, with an empty mask.
+    ``identity`` sets the groups, gid and uid (in that order); with
+    ``no_new_privs`` the workload cannot gain privileges through exec.
     Raises :class:`SpawnError` when the program cannot be run; the failed
     child is reaped before that.
     """
     if not argv:
         raise ValueError("argv must not be empty")
+    if no_new_privs:
+        from nucleus_trio.kernel import load_libc
+
+        load_libc()  # in the parent: the child must not import anything
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
@@ -162,7 +189,7 @@ def fork_exec(
         raise
     if pid == 0:  # pragma: no cover - the child execs or _exits
         os.close(read_end)
-        _child(argv, env, ignored, take_terminal, write_end)
+        _child(argv, env, ignored, take_terminal, identity, no_new_privs, write_end)
     os.close(write_end)
     try:
         chunks = []

@@ -76,4 +76,3 @@ def init_exit_code(status: ExitStatus, remap: frozenset[int] = frozenset()) -> i
     """
     code = status.shell_code & 0xFF
     return 0 if code in remap else code
-
