@@ -11,6 +11,7 @@ import os
 import signal
 from types import TracebackType
 
+import sniffio
 import trio
 
 from nucleus_trio.kernel import PIDFD_SIGNAL_PROCESS_GROUP
@@ -19,6 +20,26 @@ from nucleus_trio.status import ExitStatus
 # Set once a kernel (before 6.9) refuses PIDFD_SIGNAL_PROCESS_GROUP, so later
 # group signals go straight to killpg.
 _group_flag_supported = True
+
+
+async def wait_readable(fd: int) -> None:
+    """Wait until ``fd`` is readable, under trio or (through anyio) asyncio."""
+    if sniffio.current_async_library() == "trio":
+        await trio.lowlevel.wait_readable(fd)
+    else:
+        import anyio
+
+        await anyio.wait_readable(fd)
+
+
+async def checkpoint() -> None:
+    """Yield to the event loop (and let cancellation in), on either backend."""
+    if sniffio.current_async_library() == "trio":
+        await trio.lowlevel.checkpoint()
+    else:
+        import anyio.lowlevel
+
+        await anyio.lowlevel.checkpoint()
 
 
 class StatusLostError(Exception):
@@ -30,14 +51,14 @@ class PidFd:
 
     Use :meth:`open` (or the constructor with an fd already open), then
     ``await wait()`` for the exit status, :meth:`send_signal`, and
-    :meth:`close` (or ``with``).
+    :meth:`close` (or ``with``). Works under trio and, through anyio, asyncio.
+    One task at a time may wait on it.
     """
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid = pid
         self._fd = fd
         self._status: ExitStatus | None = None
-        self._waiting = trio.Lock()
 
     @classmethod
     def open(cls, pid: int) -> PidFd:
@@ -66,7 +87,7 @@ class PidFd:
         if self._status is not None:
             return self._status
         if self._fd < 0:
-            raise trio.ClosedResourceError("pidfd is closed")
+            raise ValueError("pidfd is closed")
         try:
             info = os.waitid(os.P_PIDFD, self._fd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
@@ -78,13 +99,12 @@ class PidFd:
 
     async def wait(self) -> ExitStatus:
         """Wait until the process exits, reap it and return its status."""
-        async with self._waiting:
-            while True:
-                status = self.poll()
-                if status is not None:
-                    await trio.lowlevel.checkpoint()
-                    return status
-                await trio.lowlevel.wait_readable(self._fd)
+        while True:
+            status = self.poll()
+            if status is not None:
+                await checkpoint()
+                return status
+            await wait_readable(self._fd)
 
     async def wait_exited(self) -> None:
         """Wait until the process has exited, without reaping it.
@@ -92,10 +112,9 @@ class PidFd:
         Works for processes that are not this process's children too.
         """
         if self._status is not None or self._fd < 0:
-            await trio.lowlevel.checkpoint()
+            await checkpoint()
             return
-        async with self._waiting:
-            await trio.lowlevel.wait_readable(self._fd)
+        await wait_readable(self._fd)
 
     def send_signal(self, signo: int, *, group: bool = False) -> None:
         """Send ``signo`` to the process, or to its process group with ``group``.
@@ -125,10 +144,7 @@ class PidFd:
         """Close the descriptor; a task waiting on it is woken with an error."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            try:
-                trio.lowlevel.notify_closing(fd)
-            except RuntimeError:
-                pass  # closed outside trio: nobody can be waiting on it
+            _notify_closing(fd)
             os.close(fd)
 
     def __enter__(self) -> PidFd:
@@ -144,3 +160,17 @@ class PidFd:
 
     def __repr__(self) -> str:
         return f"PidFd(pid={self.pid}, fd={self._fd})"
+
+
+def _notify_closing(fd: int) -> None:
+    """Wake a task waiting on ``fd`` before it is closed, on either backend."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return  # outside an event loop: nobody can be waiting on it
+    if library == "trio":
+        trio.lowlevel.notify_closing(fd)
+    else:
+        import anyio
+
+        anyio.notify_closing(fd)
