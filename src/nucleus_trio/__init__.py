@@ -12,35 +12,55 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nucleus_trio.audit import Event, EventLog
+    from nucleus_trio.command import run_command
     from nucleus_trio.config import Config, UsageError, parse_args
     from nucleus_trio.forwarding import SignalRoute, route_signal
+    from nucleus_trio.identity import Identity, resolve_identity
     from nucleus_trio.pidfd import PidFd, StatusLostError
     from nucleus_trio.reaper import Reaper, reap_unclaimed
+    from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
     from nucleus_trio.signals import parse_signal, signal_name
     from nucleus_trio.spawn import SpawnError, fork_exec
     from nucleus_trio.status import ExitStatus, init_exit_code
+    from nucleus_trio.supervisor import Process, Supervisor, open_supervisor
 
 __all__ = [
     "Config",
     "Event",
     "EventLog",
     "ExitStatus",
+    "Identity",
     "PidFd",
+    "Process",
     "Reaper",
+    "ShutdownReport",
     "SignalRoute",
     "SpawnError",
     "StatusLostError",
+    "Supervisor",
     "UsageError",
     "fork_exec",
     "init_exit_code",
+    "open_supervisor",
     "parse_args",
     "parse_signal",
     "reap_unclaimed",
+    "resolve_identity",
     "route_signal",
+    "run_command",
+    "shutdown_leftovers",
     "signal_name",
 ]
 
 _HOMES = {
+    "Identity": "identity",
+    "resolve_identity": "identity",
+    "Process": "supervisor",
+    "Supervisor": "supervisor",
+    "open_supervisor": "supervisor",
+    "run_command": "command",
+    "ShutdownReport": "shutdown",
+    "shutdown_leftovers": "shutdown",
     "Config": "config",
     "UsageError": "config",
     "parse_args": "config",

@@ -29,6 +29,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from nucleus_trio.audit import Event
+
 
 def _stderr(line: str) -> None:
     """Write one line to stderr; a closed or broken stderr is not our death."""
@@ -43,6 +45,22 @@ def _stdout(text: str) -> None:
         os.write(1, text.encode())
     except OSError:
         pass
+
+
+def usage_error(reason: str, *, show_usage: bool = True) -> None:
+    """Report bad usage: the reason on one line, then the usage."""
+    _stderr(reason)
+    if show_usage:
+        try:
+            os.write(2, f"{USAGE}\nTry '{PROG} --help' for more information.\n".encode())
+        except OSError:
+            pass
+
+
+def print_info(action: str) -> int:
+    """Print the help or the version on stdout; return the exit code (0)."""
+    _stdout(HELP if action == Action.HELP else f"{PROG} {version()}\n")
+    return 0
 
 
 def version() -> str:
@@ -75,8 +93,21 @@ def _inherited_fds() -> list[int]:
     return fds
 
 
-class _Note:
+class Note:
     """An event that happened before trio (and the event log) was up."""
+
+    def event(self) -> Event:
+        """The :class:`~nucleus_trio.audit.Event` of this note (imports trio)."""
+        from nucleus_trio.audit import Event
+
+        return Event(
+            self.event_type,
+            self.detail,
+            self.level,
+            self.level == levels.ERROR or self.event_type == "init_error",
+            self.fields,
+            self.timestamp,
+        )
 
     __slots__ = ("detail", "event_type", "fields", "level", "timestamp")
 
@@ -90,7 +121,7 @@ class _Note:
         self.timestamp = time.time()
 
 
-def _prepare_init(config: Config, notes: list[_Note]) -> None:
+def prepare_init(config: Config, notes: list[Note]) -> None:
     """Changes to the init itself that must precede the spawn."""
     for signo in TERMINAL_STOPS:
         # As tini: a background init never stops on terminal I/O.
@@ -104,23 +135,19 @@ def _prepare_init(config: Config, notes: list[_Note]) -> None:
                 kernel.set_pdeathsig(config.pdeathsig)
             except OSError as exc:
                 notes.append(
-                    _Note(
-                        levels.WARNING, f"cannot set the parent-death signal: {exc}", "init_error"
-                    )
+                    Note(levels.WARNING, f"cannot set the parent-death signal: {exc}", "init_error")
                 )
         if config.wants_subreaper(is_pid1):
             try:
                 kernel.set_child_subreaper()
-                notes.append(_Note(levels.DEBUG, "registered as child subreaper", "log"))
+                notes.append(Note(levels.DEBUG, "registered as child subreaper", "log"))
             except OSError as exc:
                 notes.append(
-                    _Note(
-                        levels.WARNING, f"cannot register as child subreaper: {exc}", "init_error"
-                    )
+                    Note(levels.WARNING, f"cannot register as child subreaper: {exc}", "init_error")
                 )
     elif not is_pid1:
         notes.append(
-            _Note(
+            Note(
                 levels.WARNING,
                 "not PID 1 and not a subreaper (--no-subreaper): "
                 "orphans will not be reaped by this init",
@@ -129,7 +156,7 @@ def _prepare_init(config: Config, notes: list[_Note]) -> None:
         )
 
 
-def _container_fields(config: Config) -> tuple[str, str]:
+def container_fields(config: Config) -> tuple[str, str]:
     """``container_id`` (default: the hostname) and ``container_name``
     (default: PROGRAM's base name, or ``pause``)."""
     container_id = config.container_id
@@ -141,20 +168,20 @@ def _container_fields(config: Config) -> tuple[str, str]:
     return container_id, name
 
 
-def _shown_argv(config: Config) -> list[str]:
+def shown_argv(config: Config) -> list[str]:
     """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
     if config.redact_args and len(config.argv) > 1:
         return [config.argv[0], f"<{len(config.argv) - 1} arguments redacted>"]
     return list(config.argv)
 
 
-def _audit_now(audit_fd: int | None, config: Config, note: _Note) -> None:
+def _audit_now(audit_fd: int | None, config: Config, note: Note) -> None:
     """Write one audit record synchronously (before exiting without trio)."""
     if audit_fd is None:
         return
     from nucleus_trio.records import audit_line, audit_record
 
-    container_id, container_name = _container_fields(config)
+    container_id, container_name = container_fields(config)
     record = audit_record(
         note.event_type,
         note.detail,
@@ -184,18 +211,10 @@ def run(
     try:
         action, config = parse_args(args)
     except UsageError as exc:
-        _stderr(str(exc))
-        try:
-            os.write(2, f"{USAGE}\nTry '{PROG} --help' for more information.\n".encode())
-        except OSError:
-            pass
+        usage_error(str(exc))
         return EXIT_USAGE
-    if action == Action.HELP:
-        _stdout(HELP)
-        return 0
-    if action == Action.VERSION:
-        _stdout(f"{PROG} {version()}\n")
-        return 0
+    if action != Action.RUN:
+        return print_info(action)
 
     # Listed before the init opens anything of its own.
     inherited_fds = _inherited_fds()
@@ -206,10 +225,10 @@ def run(
 
             audit_fd = open_audit_destination(config.audit)
         except OSError as exc:
-            _stderr(f"--audit {config.audit}: {exc.strerror}")
+            usage_error(f"--audit {config.audit}: {exc.strerror}", show_usage=False)
             return EXIT_USAGE
-    notes: list[_Note] = []
-    _prepare_init(config, notes)
+    notes: list[Note] = []
+    prepare_init(config, notes)
     pid = pidfd = None
     started = None
     if not config.pause:
@@ -220,7 +239,7 @@ def run(
             sd_notify=config.sd_notify,
         )
         for warning in warnings:
-            notes.append(_Note(levels.WARNING, warning, "notify_socket_dropped"))
+            notes.append(Note(levels.WARNING, warning, "notify_socket_dropped"))
         try:
             pid = fork_exec(
                 config.argv,
@@ -240,7 +259,7 @@ def run(
             _audit_now(
                 audit_fd,
                 config,
-                _Note(
+                Note(
                     levels.ERROR,
                     message,
                     "exec_failed",
@@ -256,8 +275,8 @@ def run(
         # Nobody reaps before trio runs (SIGCHLD is blocked), so the PID is
         # still this child's even if it has exited already.
         pidfd = os.pidfd_open(pid)
-        shown = " ".join(_shown_argv(config)).replace("\n", "\\n")
-        fields: dict[str, object] = {"pid": pid, "argv": _shown_argv(config)}
+        shown = " ".join(shown_argv(config)).replace("\n", "\\n")
+        fields: dict[str, object] = {"pid": pid, "argv": shown_argv(config)}
         if config.env:
             fields["env_keys"] = [key for key, _ in config.env]  # never the values
         if config.identity is not None:
@@ -265,7 +284,7 @@ def run(
             fields["gid"] = config.identity.gid
             fields["groups"] = list(config.identity.groups)
         notes.append(
-            _Note(
+            Note(
                 levels.INFO,
                 f"started workload pid={pid}: {shown[:200]}",
                 "container_exec",
@@ -274,7 +293,7 @@ def run(
         )
         if config.no_new_privs:
             notes.append(
-                _Note(
+                Note(
                     levels.DEBUG,
                     f"PR_SET_NO_NEW_PRIVS set for pid={pid}",
                     "no_new_privs_set",
@@ -335,7 +354,7 @@ def _run_trio(
     config: Config,
     pid: int | None,
     pidfd: int | None,
-    notes: list[_Note],
+    notes: list[Note],
     audit_fd: int | None,
     started: float | None,
 ) -> int:
@@ -347,7 +366,7 @@ def _run_trio(
     from nucleus_trio.init import run_with_log
     from nucleus_trio.pidfd import PidFd
 
-    container_id, container_name = _container_fields(config)
+    container_id, container_name = container_fields(config)
     log = EventLog(
         config.verbosity,
         audit_fd=audit_fd,
@@ -371,16 +390,7 @@ def _run_trio(
         )
     )
     for note in notes:
-        log.emit(
-            Event(
-                note.event_type,
-                note.detail,
-                note.level,
-                note.level == levels.ERROR or note.event_type == "init_error",
-                note.fields,
-                note.timestamp,
-            )
-        )
+        log.emit(note.event())
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
     code = trio.run(run_with_log, config, workload, log, started)
     if log.dropped:

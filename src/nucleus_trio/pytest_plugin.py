@@ -86,6 +86,4 @@ async def process_supervisor() -> AsyncIterator[Supervisor]:
         if was_subreaper == 0:
             prctl(PR_SET_CHILD_SUBREAPER, 0)
     if leaks:
-        pytest.fail(
-            "processes outlived the test:\n  " + "\n  ".join(leaks), pytrace=False
-        )
+        pytest.fail("processes outlived the test:\n  " + "\n  ".join(leaks), pytrace=False)
