@@ -1,0 +1,32 @@
+"""The examples run as documented: the worker server's self-test and the
+fixture's example tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_worker_server_self_test() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "worker_server.py"), "--self-test"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"HELLO" in result.stdout
+
+
+def test_fixture_examples_pass() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert b"4 passed" in result.stdout
