@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 
 import trio
 
 import nucleus_trio
 
 
-async def handle(stream: trio.abc.Stream, supervisor: nucleus_trio.Supervisor) -> None:
+async def handle(stream: trio.SocketStream, *, supervisor: nucleus_trio.Supervisor) -> None:
     """Serve one client: one worker per line."""
     buffer = b""
     async with stream:
@@ -58,7 +59,7 @@ async def serve(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STAT
     async with nucleus_trio.open_supervisor(reap_orphans=True, grace=2.0) as supervisor:
         listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
         task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(lambda s: handle(s, supervisor), listeners)
+        await trio.serve_listeners(partial(handle, supervisor=supervisor), listeners)
 
 
 async def self_test() -> int:
