@@ -173,7 +173,7 @@ class _Init:
             self.log.log(
                 INFO,
                 f"shutdown: done in {report.seconds:.3f} s "
-                f"({len(report.terminated) - len(report.killed)} ended on SIGTERM, "
+                f"({len(set(report.terminated) - set(report.killed))} ended on SIGTERM, "
                 f"{len(report.killed)} killed, {len(report.survivors)} survived)",
                 "shutdown_complete",
                 seconds=round(report.seconds, 6),

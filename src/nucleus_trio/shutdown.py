@@ -32,6 +32,12 @@ from nucleus_trio.reaper import list_children
 #: while; the init must still exit).
 KILL_WAIT = 5.0
 
+#: How many times the SIGKILL round is repeated for processes forked meanwhile.
+KILL_ROUNDS = 3
+
+#: The shortest time between two listings of the leftovers during the grace.
+RELIST_INTERVAL = 0.02
+
 
 @attrs.frozen
 class ShutdownReport:
@@ -149,6 +155,17 @@ class _Tracked:
             sent.append(pid)
         return sent
 
+    async def wait_any(self, pids: Iterable[int]) -> None:
+        """Return once at least one process of ``pids`` has exited."""
+        async with trio.open_nursery() as nursery:
+
+            async def one(fd: int) -> None:
+                await trio.lowlevel.wait_readable(fd)
+                nursery.cancel_scope.cancel()
+
+            for pid in pids:
+                nursery.start_soon(one, self.fds[pid])
+
     async def wait_all(self, pids: Iterable[int]) -> None:
         """Return once every process of ``pids`` has exited."""
         async with trio.open_nursery() as nursery:
@@ -192,14 +209,25 @@ async def shutdown_leftovers(
             alive = tracked.alive()
             if not alive and not new:
                 break
+            # Any exit may have re-parented a child to the init, or a
+            # SIGTERM handler may have forked: look again after each exit
+            # (no more often than RELIST_INTERVAL, so a crowd that exits one
+            # by one does not cost a listing each).
+            listed_at = trio.current_time()
             with trio.move_on_at(deadline):
-                await tracked.wait_all(alive)
+                await tracked.wait_any(alive)
+                if tracked.alive():
+                    await trio.sleep_until(min(listed_at + RELIST_INTERVAL, deadline))
             if trio.current_time() >= deadline:
                 break
-        if trio.current_time() >= deadline:
+        rounds = 0
+        while trio.current_time() >= deadline and rounds < KILL_ROUNDS:
             # Kill the whole current set, not only the ones tracked so far.
+            rounds += 1
             tracked.add(find())
             alive = tracked.alive()
+            if not alive:
+                break
             if kill_everything:
                 try:
                     os.kill(-1, signal.SIGKILL)
