@@ -156,7 +156,9 @@ class Sink:
             return True
         try:
             await self._writer.run(partial(self._write, data))
-        except OSError:
+        except Exception:
+            # OSError from a full, broken or closed sink, or anything else a
+            # sink may raise: the event is lost, the init goes on.
             self._drop()
             return False
         return True

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from nucleus_trio.audit import Event
+    from nucleus_trio.pidfd import PidFd
 
 
 def _stderr(line: str) -> None:
@@ -318,6 +319,53 @@ def run(
     return _run_trio(config, pid, pidfd, notes, audit_fd, started)
 
 
+#: The init's exit code when it fails itself (an internal error): sysexits'
+#: EX_SOFTWARE. No code can be told apart from every workload's, so this one
+#: is documented, paired with a traceback on stderr, and never remapped.
+EXIT_INTERNAL_ERROR = 70
+
+
+def crash_exit(exc: BaseException, workload: PidFd | None) -> int:
+    """The crash guard: report ``exc``, kill the workload's group and every
+    descendant, reap them, and return :data:`EXIT_INTERNAL_ERROR`.
+
+    A dead init must not leave a workload orphaned (as a subreaper) or a
+    container hung: killing is the only safe choice once the init cannot
+    supervise any more.
+    """
+    from nucleus_trio.init import report_fault
+    from nucleus_trio.shutdown import leftovers
+
+    report_fault(exc)
+    _stderr("internal error: killing the workload and every process left, then exiting")
+    if workload is not None:
+        try:
+            workload.send_signal(_signal.SIGKILL, group=True)
+        except OSError:
+            pass
+    try:
+        for pid in leftovers():
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except OSError:
+                pass
+    except OSError:
+        pass
+    if workload is not None:
+        try:
+            os.waitid(os.P_PIDFD, workload.fileno(), os.WEXITED)
+        except OSError:
+            pass
+    try:
+        while True:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+            if info is None:
+                break
+    except ChildProcessError:
+        pass
+    return EXIT_INTERNAL_ERROR
+
+
 def _import_trio() -> None:
     """Import trio without its ``ldconfig -p`` subprocess.
 
@@ -392,7 +440,10 @@ def _run_trio(
     for note in notes:
         log.emit(note.event())
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
-    code = trio.run(run_with_log, config, workload, log, started)
+    try:
+        code = trio.run(run_with_log, config, workload, log, started)
+    except BaseException as exc:  # the crash guard: see crash_exit
+        return crash_exit(exc, workload)
     if log.dropped:
         _stderr(f"{log.dropped} log lines were dropped (stderr too slow or broken)")
     if log.audit_dropped:

@@ -10,6 +10,7 @@ closes, so a late SIGTERM cannot kill the init on its way out.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -47,11 +48,16 @@ class _Init:
         self.log = log
         self.rewrites = config.rewrite_map()
         self.claimed: set[int] = {workload.pid} if workload is not None else set()
-        self.reaper = Reaper(lambda: self.claimed, self._on_reaped)
+        self.reaper = Reaper(lambda: self.claimed, self._on_reaped, self.on_fault)
         self.stop = trio.Event()
         self.pause_signal: int | None = None
         self.kill_after_armed = False
         self.nursery: trio.Nursery | None = None
+
+    def on_fault(self, exc: Exception) -> None:
+        """A side task failed: say so (with the traceback) and carry on."""
+        report_fault(exc)
+        self.log.log(ERROR, f"internal error (carrying on): {exc!r}", "init_error", is_error=True)
 
     def _on_reaped(self, status: ExitStatus) -> None:
         level = WARNING if self.config.warn_reap else DEBUG
@@ -66,12 +72,15 @@ class _Init:
     async def dispatch_signals(self, receiver: AsyncIterator[int]) -> None:
         """Route every received signal: SIGCHLD to the reaper, the rest onward."""
         async for signo in receiver:
-            if signo == signal.SIGCHLD:
-                self.reaper.wake()
-            elif self.workload is None:
-                self._pause_signal(signo)
-            else:
-                self.forward(signo)
+            try:
+                if signo == signal.SIGCHLD:
+                    self.reaper.wake()
+                elif self.workload is None:
+                    self._pause_signal(signo)
+                else:
+                    self.forward(signo)
+            except Exception as exc:
+                self.on_fault(exc)
 
     def _pause_signal(self, signo: int) -> None:
         if signo in _STOPPERS:
@@ -203,6 +212,35 @@ class _Init:
         return status
 
 
+def report_fault(exc: BaseException) -> None:
+    """Write ``exc`` with its traceback to stderr, directly (the log may be the
+    part that failed); never raises."""
+    import traceback
+
+    try:
+        text = "".join(traceback.format_exception(exc))
+        lines = "".join(f"nucleus-trio: {line}\n" for line in text.rstrip().splitlines())
+        write_stderr(lines.encode(errors="replace"))
+    except Exception:
+        pass
+
+
+def write_stderr(data: bytes) -> None:
+    """Write to stderr from the main thread without raising a SIGPIPE that the
+    signal receiver would forward: a broken stderr is the init's business."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        os.write(2, data)
+    except BrokenPipeError:
+        # The write queued a SIGPIPE for this thread: take it off again.
+        signal.sigtimedwait({signal.SIGPIPE}, 0)
+    except OSError:
+        pass
+    finally:
+        if signal.SIGPIPE not in previous:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPIPE})
+
+
 def status_fields(status: ExitStatus) -> dict[str, object]:
     """Audit fields of an exit status: ``pid`` and ``exit_code`` or ``signal``."""
     if status.signal is not None:
@@ -232,10 +270,17 @@ async def run_init(
                 nursery.start_soon(state.dispatch_signals, receiver)
                 status = await state.wait_workload()
                 # The reaper keeps running: the leftovers' zombies are its job.
-                await state.shut_down()
+                try:
+                    await state.shut_down()
+                except Exception as exc:
+                    # The workload's status is known: keep it, whatever failed.
+                    state.on_fault(exc)
                 nursery.cancel_scope.cancel()
             # Leave no zombie that exited before the workload did.
-            state.reaper.reap_now()
+            try:
+                state.reaper.reap_now()
+            except Exception as exc:
+                state.on_fault(exc)
         finally:
             # Leaving the receiver re-raises the signals it has not handed
             # out; blocked, they stay pending and die with the process.

@@ -118,9 +118,11 @@ class Reaper:
         self,
         claimed: Callable[[], Collection[int]],
         on_reaped: Callable[[ExitStatus], None],
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self._claimed = claimed
         self._on_reaped = on_reaped
+        self._on_error = on_error
         self._wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self.reaped_count = 0
 
@@ -151,8 +153,16 @@ class Reaper:
         while True:
             more = True
             while more:
-                reaped, more = reap_unclaimed(self._claimed)
-                self._report(reaped)
+                try:
+                    reaped, more = reap_unclaimed(self._claimed)
+                    self._report(reaped)
+                except Exception as exc:
+                    # A fault here must not take the init down with it: the
+                    # next SIGCHLD brings another pass.
+                    if self._on_error is None:
+                        raise
+                    self._on_error(exc)
+                    more = False
                 if more:
                     await trio.lowlevel.checkpoint()
             await self._wake_receive.receive()
