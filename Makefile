@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,16 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .hypothesis
+
+# make bench [EARLY=N]: nucleus-trio against tini, dumb-init and catatonit
+# (needs root; see benchmarks/README.md). Results in benchmarks/results/.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/python benchmarks/bench.py $(if $(EARLY),--early $(EARLY))

@@ -7,8 +7,6 @@ command's entry point must block signals before any other code runs, and
 use.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nucleus_trio.audit import Event, EventLog
