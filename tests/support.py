@@ -108,6 +108,7 @@ class Run:
     def __init__(self, proc: subprocess.Popen[bytes], pid1: bool) -> None:
         self.proc = proc
         self.pid1 = pid1
+        self._buffer = b""
 
     @property
     def init_pid(self) -> int:
@@ -148,22 +149,43 @@ class Run:
         return self.proc.wait(timeout=timeout)
 
     def readline(self, timeout: float = 10.0) -> str:
-        """One line of the workload's stdout, within ``timeout``."""
+        """One line of the workload's stdout, within ``timeout``.
+
+        Reads the raw descriptor with a buffer of its own, so two lines that
+        arrive in one read are both returned, one per call.
+        """
         import select
 
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise AssertionError(f"no output within {timeout}s")
-        return self.proc.stdout.readline().decode()
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(left, 0))
+            if not ready:
+                raise AssertionError(f"no output within {timeout}s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line.decode()
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode() + "\n"
 
     def communicate(self, timeout: float = 30.0) -> tuple[str, str]:
         """Wait for the exit and return (stdout, stderr)."""
         out, err = self.proc.communicate(timeout=timeout)
+        out, self._buffer = self._buffer + (out or b""), b""
         return out.decode(errors="replace"), (err or b"").decode(errors="replace")
 
     def kill(self) -> None:
-        """Kill the init's whole session: everything the test started."""
+        """Kill everything the test started: the init's session and, by PID,
+        every descendant (the workload runs in a process group of its own)."""
+        for pid in reversed(descendants_of(self.proc.pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
