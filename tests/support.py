@@ -76,6 +76,15 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (field 22 of stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return 2**63
+    return int(stat[stat.rfind(b")") + 2 :].split()[19])
+
+
 def proc_status(pid: int) -> dict[str, str]:
     """``/proc/PID/status`` as a dict."""
     fields = {}
@@ -134,7 +143,8 @@ class Run:
         def found() -> bool:
             kids = children_of(init)
             if kids:
-                holder.append(min(kids))
+                # The oldest child: PIDs wrap, so the smallest may be an orphan.
+                holder.append(min(kids, key=start_time))
             return bool(kids)
 
         wait_for(found, timeout, "the workload")

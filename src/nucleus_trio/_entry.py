@@ -45,6 +45,10 @@ _INHERITED_IGNORED = frozenset(
     if _signal.getsignal(signo) == _signal.SIG_IGN
 )
 
+# An inherited SIGCHLD of SIG_IGN makes the kernel reap children itself, even
+# while SIGCHLD is blocked: the workload's status would be lost.
+_signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+
 
 def main() -> None:
     """Run the command line; never returns (exits with the init's code)."""

@@ -24,6 +24,7 @@ from nucleus_trio.spawn import (
     should_take_terminal,
     workload_ignored_signals,
 )
+from nucleus_trio.stderr import write_stderr
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,11 +35,8 @@ if TYPE_CHECKING:
 
 
 def _stderr(line: str) -> None:
-    """Write one line to stderr; a closed or broken stderr is not our death."""
-    try:
-        os.write(2, f"{PROG}: {line}\n".encode(errors="replace"))
-    except OSError:
-        pass
+    """Write one line to stderr; a closed, broken or full stderr is not our death."""
+    write_stderr(f"{PROG}: {line}\n".encode(errors="replace"))
 
 
 def _stdout(text: str) -> None:
@@ -52,10 +50,7 @@ def usage_error(reason: str, *, show_usage: bool = True) -> None:
     """Report bad usage: the reason on one line, then the usage."""
     _stderr(reason)
     if show_usage:
-        try:
-            os.write(2, f"{USAGE}\nTry '{PROG} --help' for more information.\n".encode())
-        except OSError:
-            pass
+        write_stderr(f"{USAGE}\nTry '{PROG} --help' for more information.\n".encode())
 
 
 def print_info(action: str) -> int:

@@ -10,7 +10,6 @@ closes, so a late SIGTERM cannot kill the init on its way out.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from nucleus_trio.reaper import Reaper
 from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
+from nucleus_trio.stderr import write_stderr
 
 #: How long the init waits for its last log lines on the way out; a stalled
 #: stderr must not keep the container alive.
@@ -223,22 +223,6 @@ def report_fault(exc: BaseException) -> None:
         write_stderr(lines.encode(errors="replace"))
     except Exception:
         pass
-
-
-def write_stderr(data: bytes) -> None:
-    """Write to stderr from the main thread without raising a SIGPIPE that the
-    signal receiver would forward: a broken stderr is the init's business."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
-    try:
-        os.write(2, data)
-    except BrokenPipeError:
-        # The write queued a SIGPIPE for this thread: take it off again.
-        signal.sigtimedwait({signal.SIGPIPE}, 0)
-    except OSError:
-        pass
-    finally:
-        if signal.SIGPIPE not in previous:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPIPE})
 
 
 def status_fields(status: ExitStatus) -> dict[str, object]:

@@ -1,0 +1,46 @@
+"""The init's own writes to stderr outside the log task: bounded, SIGPIPE-safe.
+
+A stderr nobody reads (a full pipe) must not keep the init from exiting, and
+a stderr whose reader is gone must not raise a SIGPIPE that the signal
+receiver would forward to the workload. Standard library only: it serves the
+start-up path too.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import select
+
+#: How long a message may wait for room in a full stderr before it is dropped.
+WRITE_TIMEOUT = 1.0
+
+
+def write_stderr(data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bool:
+    """Write ``data`` to stderr unless it stays unwritable for ``timeout`` s.
+
+    Returns whether everything was written. Never raises, never blocks for
+    longer than ``timeout`` per chunk, never leaves a SIGPIPE pending.
+    """
+    previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGPIPE})
+    try:
+        poller = select.poll()
+        poller.register(2, select.POLLOUT)
+        view = memoryview(data)
+        while view:
+            if not poller.poll(int(timeout * 1000)):
+                return False
+            # At most PIPE_BUF bytes: a pipe that polls writable takes them
+            # without blocking.
+            written = os.write(2, view[: select.PIPE_BUF])
+            view = view[written:]
+        return True
+    except BrokenPipeError:
+        # The write queued a SIGPIPE for this thread: take it off again.
+        _signal.sigtimedwait({_signal.SIGPIPE}, 0)
+        return False
+    except OSError:
+        return False
+    finally:
+        if _signal.SIGPIPE not in previous:
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGPIPE})
