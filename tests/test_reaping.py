@@ -10,8 +10,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from tests.sigreap_helpers import (
     children_of,
     ctxt_switches,
