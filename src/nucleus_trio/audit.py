@@ -164,15 +164,33 @@ class Sink:
         return True
 
     async def run(self) -> None:
-        """Write queued events until :meth:`close` and the queue is empty."""
+        """Write queued events until :meth:`close` and the queue is empty.
+
+        Cancelled before that (a stalled sink at exit), it counts what it
+        could not write: the event being written and those still queued.
+        """
         async with self._receive:
-            async for event in self._receive:
-                if not await self._write_event(event):
-                    continue
-                if self._unreported and self._on_recovery is not None:
-                    count, self._unreported = self._unreported, 0
-                    if not await self._write_event(self._on_recovery(count)):
-                        self._unreported += count
+            writing = False
+            try:
+                async for event in self._receive:
+                    writing = True
+                    if not await self._write_event(event):
+                        writing = False
+                        continue
+                    writing = False
+                    if self._unreported and self._on_recovery is not None:
+                        count, self._unreported = self._unreported, 0
+                        if not await self._write_event(self._on_recovery(count)):
+                            self._unreported += count
+            finally:
+                if writing:
+                    self._drop()
+                while True:
+                    try:
+                        self._receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self._drop()
 
     def close(self) -> None:
         """No more events: :meth:`run` returns once the queue is written."""

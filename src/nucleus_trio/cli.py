@@ -70,6 +70,26 @@ def version() -> str:
         return "0+unknown"
 
 
+def inherited_environment() -> dict[str, str]:
+    """The environment the init was started with.
+
+    Not ``os.environ``: Python's locale coercion (PEP 538) adds
+    ``LC_CTYPE=C.UTF-8`` there when the locale is C, and the workload must
+    get what the init got. ``/proc/self/environ`` still holds the original.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return dict(os.environ)
+    environment: dict[str, str] = {}
+    for entry in raw.split(b"\0"):
+        key, eq, value = entry.partition(b"=")
+        if eq and key:
+            environment[os.fsdecode(key)] = os.fsdecode(value)
+    return environment
+
+
 def _inherited_fds() -> list[int]:
     """Descriptors above 2 that the init inherited (listed before it opens any)."""
     try:
@@ -229,7 +249,7 @@ def run(
     started = None
     if not config.pause:
         env, warnings = workload_environment(
-            os.environ,
+            inherited_environment(),
             clean_env=config.clean_env,
             assignments=config.env,
             sd_notify=config.sd_notify,

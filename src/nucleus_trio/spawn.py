@@ -96,6 +96,40 @@ def should_take_terminal(fd: int = 0) -> bool:
         return False
 
 
+def _reachable(path: str) -> bool:
+    """Whether ``path`` exists as far as this process may look."""
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def _exec_search(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """``execvpe`` without its lazy imports: the child may already run as a
+    user who cannot read the standard library.
+
+    PATH comes from the workload's environment, as a shell would use it; the
+    error reported is the first one that is not "not found here", as
+    ``execvp`` reports.
+    """
+    program = argv[0]
+    arguments = list(argv)
+    environment = dict(env)
+    if "/" in program:
+        os.execve(program, arguments, environment)
+    first_error: OSError | None = None
+    for directory in environment.get("PATH", os.defpath).split(":"):
+        try:
+            os.execve(f"{directory or '.'}/{program}", arguments, environment)
+        except OSError as exc:
+            if exc.errno == errno.EACCES and not _reachable(f"{directory or '.'}/{program}"):
+                continue  # a directory we may not search: not found here, as in bash
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and first_error is None:
+                first_error = exc
+    raise first_error or OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
 def _child(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
@@ -141,10 +175,7 @@ def _child(
             _signal.signal(signo, _signal.SIG_IGN if signo in ignored else _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         stage = "exec"
-        if env is None:
-            os.execvp(argv[0], list(argv))
-        else:
-            os.execvpe(argv[0], list(argv), dict(env))
+        _exec_search(argv, os.environ if env is None else env)
     except OSError as exc:
         code = exc.errno if exc.errno is not None else errno.EINVAL
         os.write(report, f"{code}:{stage}".encode())
