@@ -48,9 +48,18 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return result
 
 
-def set_child_subreaper() -> None:
+def set_child_subreaper(on: bool = True) -> None:
     """Adopt orphaned descendants, as PID 1 would (``PR_SET_CHILD_SUBREAPER``)."""
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+
+
+def get_child_subreaper() -> bool:
+    """Whether this process is a child subreaper."""
+    import ctypes
+
+    value = ctypes.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
+    return bool(value.value)
 
 
 def set_pdeathsig(signo: int) -> None:

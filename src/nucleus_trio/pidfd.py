@@ -111,7 +111,9 @@ class PidFd:
 
         Works for processes that are not this process's children too.
         """
-        if self._status is not None or self._fd < 0:
+        if self._fd < 0:
+            raise ValueError("pidfd is closed")
+        if self._status is not None:
             await checkpoint()
             return
         await wait_readable(self._fd)

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nucleus_trio.kernel import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
+from nucleus_trio.kernel import PR_SET_CHILD_SUBREAPER, get_child_subreaper, prctl
 from nucleus_trio.reaper import list_children, reap_pid
 from nucleus_trio.shutdown import descendants, is_zombie
 from nucleus_trio.supervisor import Supervisor, open_supervisor
@@ -46,14 +46,10 @@ def _describe(pid: int) -> str:
 
 
 def _subreaper_state() -> int | None:
-    import ctypes
-
-    value = ctypes.c_int(0)
     try:
-        prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(value))
+        return int(get_child_subreaper())
     except OSError:
         return None
-    return value.value
 
 
 @pytest.fixture
@@ -70,7 +66,7 @@ async def process_supervisor() -> AsyncIterator[Supervisor]:
             # Still inside: name what is left before the supervisor ends it.
             for process in supervisor.processes.values():
                 if process.status is None:
-                    leaks.append(f"workload {_describe(process.pid)}")
+                    leaks.append(f"workload pid {process.pid} (running) {' '.join(process.argv)}")
             own = {p.pid for p in supervisor.processes.values()}
             for pid in sorted(descendants() - before - own):
                 leaks.append(f"left behind: {_describe(pid)}")

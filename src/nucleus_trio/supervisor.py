@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import anyio
 import anyio.abc
 import sniffio
+import trio
 
 from nucleus_trio.audit import Event
 from nucleus_trio.environment import workload_environment
@@ -116,22 +117,30 @@ def _popen_claims() -> set[int] | None:
     """PIDs of live ``Popen`` objects (subprocess, multiprocessing); ``None``
     while one is being built, since its child may already exist unnamed."""
     claims: set[int] = set()
-    classes: list[type] = [subprocess.Popen]
+    roots: list[type] = [subprocess.Popen]
     try:
         from multiprocessing import popen_fork
 
-        classes.append(popen_fork.Popen)
+        roots.append(popen_fork.Popen)
     except ImportError:  # pragma: no cover
         pass
-    for cls in classes:
-        for obj in gc.get_referrers(cls):
-            if not isinstance(obj, cls):
-                continue
-            pid = getattr(obj, "pid", None)
-            if pid is None:
-                return None
-            if getattr(obj, "returncode", None) is None:
-                claims.add(pid)
+    # An instance refers to its own class only: subclasses (multiprocessing's
+    # spawn Popen, a user's Popen subclass) must be asked for one by one.
+    classes: list[type] = []
+    while roots:
+        cls = roots.pop()
+        if cls not in classes:
+            classes.append(cls)
+            roots.extend(cls.__subclasses__())
+    base = tuple(classes)
+    for obj in gc.get_referrers(*classes):
+        if not isinstance(obj, base):
+            continue
+        pid = getattr(obj, "pid", None)
+        if pid is None:
+            return None
+        if getattr(obj, "returncode", None) is None:
+            claims.add(pid)
     return claims
 
 
@@ -235,10 +244,11 @@ class Supervisor:
         fields: Mapping[str, object] | None = None,
         *,
         level: int = INFO,
+        is_error: bool = False,
         **more: object,
     ) -> None:
         """Record an event; never blocks, drops and counts when the sink is behind."""
-        event = Event(event_type, detail, level, False, {**(fields or {}), **more})
+        event = Event(event_type, detail, level, is_error, {**(fields or {}), **more})
         record = audit_record(
             event.event_type,
             event.detail,
@@ -338,6 +348,7 @@ class Supervisor:
                 "exec_failed",
                 f"cannot run {argv[0]!r}: {os.strerror(code)}",
                 level=WARNING,
+                is_error=True,
                 program=argv[0],
                 error=os.strerror(code),
                 exit_code=exec_failure_code(code),
@@ -354,19 +365,26 @@ class Supervisor:
         return process
 
     async def _watch(self, process: Process, popen: subprocess.Popen[bytes]) -> None:
+        status: ExitStatus | None = None
         try:
-            process._status = await process.pidfd.wait()
-            # Tell the Popen object, so it neither warns nor tries to reap.
-            popen.returncode = process.returncode
-            status = process._status
-            self._emit(
-                "workload_exited",
-                f"pid={status.pid} {status.describe()}",
-                _status_fields(status),
-            )
-        except StatusLostError:
+            # Shielded: when the surrounding scope is cancelled, the workload
+            # still has to be ended and reaped (by _end_all), and this task
+            # is what reaps it. _end_all closes the pidfd of one that
+            # survives even SIGKILL, which ends the wait.
+            with anyio.CancelScope(shield=True):
+                status = await process.pidfd.wait()
+        except (StatusLostError, ValueError, anyio.ClosedResourceError, trio.ClosedResourceError):
             process._lost = True
         finally:
+            process._status = status
+            if status is not None:
+                # Tell the Popen object, so it neither warns nor tries to reap.
+                popen.returncode = process.returncode
+                self._emit(
+                    "workload_exited",
+                    f"pid={status.pid} {status.describe()}",
+                    _status_fields(status),
+                )
             self._claimed.discard(process.pid)
             self._popens.pop(process.pid, None)
             process.pidfd.close()
@@ -502,6 +520,10 @@ class Supervisor:
                         pass
             with anyio.move_on_after(KILL_WAIT):
                 await all_exited()
+            for process in live:
+                if not process._exited.is_set():
+                    # Unkillable (uninterruptible sleep): stop waiting for it.
+                    process.pidfd.close()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED
@@ -513,9 +535,11 @@ class Supervisor:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Supervisor]:
+        was_subreaper = False
         if self.subreaper:
-            from nucleus_trio.kernel import set_child_subreaper
+            from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
 
+            was_subreaper = get_child_subreaper()
             set_child_subreaper()
         body_error: BaseException | None = None
         try:
@@ -543,6 +567,10 @@ class Supervisor:
                             tg.cancel_scope.cancel()
                 finally:
                     self._task_group = None
+                    if self.subreaper and not was_subreaper:
+                        from nucleus_trio.kernel import set_child_subreaper
+
+                        set_child_subreaper(False)
                     self._lines_send.close()
                     # The event writer may finish what is queued, briefly.
                     outer.cancel_scope.deadline = anyio.current_time() + 1.0
