@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit clean bench
+.PHONY: demo test lint typecheck unit clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,9 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/bench.py $(if $(EARLY),--early $(EARLY))
+
+# make soak [SOAK_ARGS="--orphans N --signals N --soak-seconds S"]: the stress
+# suite's long mode (an hour by default; see stress/stress.py). The summary
+# table goes to stress/results/long.md, every figure to long.json.
+soak: $(STAMP)
+	$(VENV)/bin/python stress/stress.py --mode long --json stress/results/long.json --markdown stress/results/long.md $(SOAK_ARGS)

@@ -268,7 +268,7 @@ def test_unknown_short_flag_in_cluster() -> None:
         ("--pg", "pgroup", True),
         ("--pgr", "pgroup", True),
         ("--su", "subreaper", True),
-        ("--no", "subreaper", False),
+        ("--no-su", "subreaper", False),
         ("--no-s", "subreaper", False),
         ("--pa", "pause", True),
         ("--w", "warn_reap", True),
