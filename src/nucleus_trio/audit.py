@@ -48,6 +48,18 @@ class Event:
     fields: Mapping[str, object] = attrs.field(factory=dict)
     timestamp: float = attrs.field(factory=time.time)
 
+    def record(self, container_id: str, container_name: str) -> dict[str, object]:
+        """The audit record (a JSON-ready ``dict``) of this event."""
+        return audit_record(
+            self.event_type,
+            self.detail,
+            self.is_error,
+            self.fields,
+            timestamp=self.timestamp,
+            container_id=container_id,
+            container_name=container_name,
+        )
+
 
 def log_line(event: Event) -> bytes:
     """The stderr line for an event: ``nucleus-trio: warning: detail``."""
@@ -254,17 +266,7 @@ class EventLog:
         """The audit line for ``event``, or ``None`` for plain log messages."""
         if event.event_type == LOG:
             return None
-        return audit_line(
-            audit_record(
-                event.event_type,
-                event.detail,
-                event.is_error,
-                event.fields,
-                timestamp=event.timestamp,
-                container_id=self.container_id,
-                container_name=self.container_name,
-            )
-        )
+        return audit_line(event.record(self.container_id, self.container_name))
 
     def wants(self, level: int) -> bool:
         """Whether an event of ``level`` reaches stderr."""

@@ -37,7 +37,7 @@ from nucleus_trio.identity import Identity
 from nucleus_trio.levels import DEBUG, INFO, WARNING
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.reaper import reap_unclaimed
-from nucleus_trio.records import audit_line, audit_record
+from nucleus_trio.records import audit_line
 from nucleus_trio.signals import FORWARDED, signal_name
 from nucleus_trio.spawn import SpawnError, exec_failure_code
 from nucleus_trio.status import ExitStatus
@@ -249,15 +249,7 @@ class Supervisor:
     ) -> None:
         """Record an event; never blocks, drops and counts when the sink is behind."""
         event = Event(event_type, detail, level, is_error, {**(fields or {}), **more})
-        record = audit_record(
-            event.event_type,
-            event.detail,
-            event.is_error,
-            event.fields,
-            timestamp=event.timestamp,
-            container_id=self.container_id,
-            container_name=self.container_name,
-        )
+        record = event.record(self.container_id, self.container_name)
         try:
             if self._writer is not None:
                 self._lines_send.send_nowait(audit_line(record))
