@@ -52,8 +52,18 @@ _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
 
 def main() -> None:
     """Run the command line; never returns (exits with the init's code)."""
+    import os
     import sys
 
     from nucleus_trio.cli import run
 
-    sys.exit(run(sys.argv[1:], early_sigint=_early_sigint, inherited_ignored=_INHERITED_IGNORED))
+    code = run(sys.argv[1:], early_sigint=_early_sigint, inherited_ignored=_INHERITED_IGNORED)
+    # Everything the init writes is written by now (the log task flushed,
+    # or gave up on a stalled stderr). Skipping the interpreter's finalization
+    # saves ~25 ms on every container stop: trio's modules are many.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -272,6 +272,10 @@ class EventLog:
         """Whether an event of ``level`` reaches stderr."""
         return level <= self.verbosity
 
+    def wants_event(self, level: int) -> bool:
+        """Whether an audit-worthy event of ``level`` reaches any sink."""
+        return self.audit_sink is not None or level <= self.verbosity
+
     def emit(self, event: Event) -> None:
         """Queue ``event`` for every sink that takes it."""
         if self.wants(event.level):

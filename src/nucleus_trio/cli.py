@@ -24,7 +24,6 @@ from nucleus_trio.spawn import (
     should_take_terminal,
     workload_ignored_signals,
 )
-from nucleus_trio.stderr import write_stderr
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +35,8 @@ if TYPE_CHECKING:
 
 def _stderr(line: str) -> None:
     """Write one line to stderr; a closed, broken or full stderr is not our death."""
+    from nucleus_trio.stderr import write_stderr  # not on the start-up path
+
     write_stderr(f"{PROG}: {line}\n".encode(errors="replace"))
 
 
@@ -48,6 +49,8 @@ def _stdout(text: str) -> None:
 
 def usage_error(reason: str, *, show_usage: bool = True) -> None:
     """Report bad usage: the reason on one line, then the usage."""
+    from nucleus_trio.stderr import write_stderr
+
     _stderr(reason)
     if show_usage:
         write_stderr(f"{USAGE}\nTry '{PROG} --help' for more information.\n".encode())

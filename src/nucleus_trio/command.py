@@ -148,7 +148,7 @@ async def run_command(args: Sequence[str]) -> int:
                 return failure
             started = time.monotonic()
         try:
-            return await run_with_log(config, workload, log, started)
+            return await run_with_log(config, workload, log, started, owns_all_children=False)
         finally:
             if audit_fd is not None and audit_fd > 2 and config.audit != f"fd:{audit_fd}":
                 os.close(audit_fd)

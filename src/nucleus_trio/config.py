@@ -9,12 +9,13 @@ option, so ``nucleus-trio cmd -g`` passes ``-g`` to ``cmd``.
 from __future__ import annotations
 
 from nucleus_trio.environment import EnvError, check_env_assignments, parse_env_assignment
-from nucleus_trio.identity import Identity, IdentityError, resolve_identity
 from nucleus_trio.signals import SignalSpecError, parse_rewrite, parse_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from nucleus_trio.identity import Identity
 
 PROG = "nucleus-trio"
 
@@ -486,9 +487,16 @@ def parse_args(args: Sequence[str]) -> tuple[str, Config]:
         raise UsageError("PROGRAM must not be an empty string")
     try:
         check_env_assignments(draft.env, clean_env=draft.clean_env, sd_notify=draft.sd_notify)
-        identity = resolve_identity(draft.user, draft.groups)
-    except (EnvError, IdentityError) as exc:
+    except EnvError as exc:
         raise UsageError(str(exc)) from None
+    identity = None
+    if draft.user is not None or draft.groups is not None:
+        from nucleus_trio.identity import IdentityError, resolve_identity
+
+        try:
+            identity = resolve_identity(draft.user, draft.groups)
+        except IdentityError as exc:
+            raise UsageError(str(exc)) from None
     config = Config(
         program,
         audit=draft.audit,

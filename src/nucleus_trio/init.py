@@ -21,7 +21,7 @@ from nucleus_trio.config import Config
 from nucleus_trio.forwarding import route_signal
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.pidfd import PidFd, StatusLostError
-from nucleus_trio.reaper import Reaper
+from nucleus_trio.reaper import Reaper, reap_all
 from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
@@ -42,13 +42,21 @@ _STOPPERS = frozenset({signal.SIGINT, signal.SIGTERM})
 class _Init:
     """State shared by the tasks of one run of the init."""
 
-    def __init__(self, config: Config, workload: PidFd | None, log: EventLog) -> None:
+    def __init__(
+        self, config: Config, workload: PidFd | None, log: EventLog, *, owns_all_children: bool
+    ) -> None:
         self.config = config
         self.workload = workload
         self.log = log
         self.rewrites = config.rewrite_map()
         self.claimed: set[int] = {workload.pid} if workload is not None else set()
-        self.reaper = Reaper(lambda: self.claimed, self._on_reaped, self.on_fault)
+        self.reap_level = WARNING if config.warn_reap else DEBUG
+        self.reaper = Reaper(
+            lambda: self.claimed,
+            self._on_reaped,
+            self.on_fault,
+            reap=self._reap_owned if owns_all_children else None,
+        )
         self.stop = trio.Event()
         self.pause_signal: int | None = None
         self.kill_after_armed = False
@@ -59,8 +67,23 @@ class _Init:
         report_fault(exc)
         self.log.log(ERROR, f"internal error (carrying on): {exc!r}", "init_error", is_error=True)
 
+    def _reap_owned(self) -> tuple[list[ExitStatus], bool]:
+        """Reap whatever exited (the init owns every child), handing the
+        workload's status to its waiter if this pass is the one that saw it."""
+        reaped, more = reap_all()
+        workload = self.workload
+        if workload is not None and workload.status is None:
+            for index, status in enumerate(reaped):
+                if status.pid == workload.pid:
+                    workload.mark_reaped(status)
+                    del reaped[index]
+                    break
+        return reaped, more
+
     def _on_reaped(self, status: ExitStatus) -> None:
-        level = WARNING if self.config.warn_reap else DEBUG
+        level = self.reap_level
+        if not self.log.wants_event(level):
+            return  # nothing would show it: build nothing (storms)
         self.log.log(
             level,
             f"reaped zombie process with pid={status.pid} ({status.describe()})",
@@ -233,15 +256,22 @@ def status_fields(status: ExitStatus) -> dict[str, object]:
 
 
 async def run_init(
-    config: Config, workload: PidFd | None, log: EventLog, *, started: float | None = None
+    config: Config,
+    workload: PidFd | None,
+    log: EventLog,
+    *,
+    started: float | None = None,
+    owns_all_children: bool = True,
 ) -> int:
     """Supervise an already started workload (or pause); return the exit code.
 
     Must run in the main thread, with :data:`STARTUP_BLOCKED` blocked.
     ``started`` is the ``time.monotonic()`` of the workload's start, for the
-    runtime in the ``container_stop`` event.
+    runtime in the ``container_stop`` event. ``owns_all_children`` (the
+    command line) lets the reaper reap any child with one ``waitid``;
+    otherwise it leaves alone the children that others claim.
     """
-    state = _Init(config, workload, log)
+    state = _Init(config, workload, log, owns_all_children=owns_all_children)
     status: ExitStatus | None = None
     with trio.open_signal_receiver(*FORWARDED, signal.SIGCHLD) as receiver:
         # Only now may the signals that arrived during start-up be delivered:
@@ -292,13 +322,19 @@ async def run_init(
 
 
 async def run_with_log(
-    config: Config, workload: PidFd | None, log: EventLog, started: float | None = None
+    config: Config,
+    workload: PidFd | None,
+    log: EventLog,
+    started: float | None = None,
+    owns_all_children: bool = True,
 ) -> int:
     """:func:`run_init` with the event writer running beside it."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(log.run)
         try:
-            return await run_init(config, workload, log, started=started)
+            return await run_init(
+                config, workload, log, started=started, owns_all_children=owns_all_children
+            )
         finally:
             log.close()
             nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT

@@ -79,6 +79,12 @@ class PidFd:
         """The exit status once :meth:`wait` or :meth:`poll` has reaped it."""
         return self._status
 
+    def mark_reaped(self, status: ExitStatus) -> None:
+        """Record that someone who owns every child reaped this one, with
+        ``status``: :meth:`wait` returns it, and signals are refused from now
+        on (the PID may be reused)."""
+        self._status = status
+
     def poll(self) -> ExitStatus | None:
         """Reap the process if it has exited, without waiting.
 

@@ -111,20 +111,49 @@ def reap_unclaimed(
     return reaped, True
 
 
+def reap_all(limit: int = BATCH) -> tuple[list[ExitStatus], bool]:
+    """Reap up to ``limit`` exited children, whoever they are.
+
+    For a process that owns every child (the command-line init): one
+    ``waitid`` per zombie, with no peek. Returns what was reaped and whether
+    more may be waiting.
+    """
+    reaped: list[ExitStatus] = []
+    while len(reaped) < limit:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return reaped, False
+        if info is None:
+            return reaped, False
+        reaped.append(ExitStatus.from_siginfo(info))
+    return reaped, True
+
+
 class Reaper:
-    """A task that reaps unclaimed children each time :meth:`wake` is called."""
+    """A task that reaps unclaimed children each time :meth:`wake` is called.
+
+    ``reap`` replaces the default pass (:func:`reap_unclaimed` with
+    ``claimed``), e.g. with :func:`reap_all` for a process that owns every child.
+    """
 
     def __init__(
         self,
         claimed: Callable[[], Collection[int]],
         on_reaped: Callable[[ExitStatus], None],
         on_error: Callable[[Exception], None] | None = None,
+        *,
+        reap: Callable[[], tuple[list[ExitStatus], bool]] | None = None,
     ) -> None:
         self._claimed = claimed
+        self._reap = reap if reap is not None else self._reap_unclaimed
         self._on_reaped = on_reaped
         self._on_error = on_error
         self._wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self.reaped_count = 0
+
+    def _reap_unclaimed(self) -> tuple[list[ExitStatus], bool]:
+        return reap_unclaimed(self._claimed)
 
     def wake(self) -> None:
         """Ask for a pass; several calls before the pass runs make one pass."""
@@ -138,7 +167,7 @@ class Reaper:
         total = 0
         more = True
         while more:
-            reaped, more = reap_unclaimed(self._claimed)
+            reaped, more = self._reap()
             self._report(reaped)
             total += len(reaped)
         return total
@@ -154,7 +183,7 @@ class Reaper:
             more = True
             while more:
                 try:
-                    reaped, more = reap_unclaimed(self._claimed)
+                    reaped, more = self._reap()
                     self._report(reaped)
                 except Exception as exc:
                     # A fault here must not take the init down with it: the
