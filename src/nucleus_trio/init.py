@@ -10,6 +10,7 @@ closes, so a late SIGTERM cannot kill the init on its way out.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from nucleus_trio.config import Config
 from nucleus_trio.forwarding import route_signal
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.pidfd import PidFd, StatusLostError
-from nucleus_trio.reaper import Reaper, reap_all
+from nucleus_trio.reaper import BATCH, Reaper
 from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
@@ -67,18 +68,28 @@ class _Init:
         report_fault(exc)
         self.log.log(ERROR, f"internal error (carrying on): {exc!r}", "init_error", is_error=True)
 
-    def _reap_owned(self) -> tuple[list[ExitStatus], bool]:
-        """Reap whatever exited (the init owns every child), handing the
-        workload's status to its waiter if this pass is the one that saw it."""
-        reaped, more = reap_all()
+    def _reap_owned(self, limit: int = BATCH) -> tuple[list[ExitStatus], bool]:
+        """Reap whatever exited (the init owns every child): one ``waitid``
+        each, and a status object only for whoever reads it. The workload's
+        status goes to its waiter if this pass is the one that saw it."""
         workload = self.workload
-        if workload is not None and workload.status is None:
-            for index, status in enumerate(reaped):
-                if status.pid == workload.pid:
-                    workload.mark_reaped(status)
-                    del reaped[index]
-                    break
-        return reaped, more
+        workload_pid = workload.pid if workload is not None and workload.status is None else 0
+        keep = self.log.wants_event(self.reap_level)
+        reaped: list[ExitStatus] = []
+        for _ in range(limit):
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                return reaped, False
+            if info is None:
+                return reaped, False
+            if info.si_pid == workload_pid:
+                assert workload is not None
+                workload.mark_reaped(ExitStatus.from_siginfo(info))
+                workload_pid = 0
+            elif keep:
+                reaped.append(ExitStatus.from_siginfo(info))
+        return reaped, True
 
     def _on_reaped(self, status: ExitStatus) -> None:
         level = self.reap_level
@@ -96,9 +107,7 @@ class _Init:
         """Route every received signal: SIGCHLD to the reaper, the rest onward."""
         async for signo in receiver:
             try:
-                if signo == signal.SIGCHLD:
-                    self.reaper.wake()
-                elif self.workload is None:
+                if self.workload is None:
                     self._pause_signal(signo)
                 else:
                     self.forward(signo)
@@ -273,14 +282,17 @@ async def run_init(
     """
     state = _Init(config, workload, log, owns_all_children=owns_all_children)
     status: ExitStatus | None = None
-    with trio.open_signal_receiver(*FORWARDED, signal.SIGCHLD) as receiver:
+    with (
+        trio.open_signal_receiver(*FORWARDED) as receiver,
+        trio.open_signal_receiver(signal.SIGCHLD) as sigchld,
+    ):
         # Only now may the signals that arrived during start-up be delivered:
         # the receiver is what catches them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_BLOCKED)
         try:
             async with trio.open_nursery() as nursery:
                 state.nursery = nursery
-                nursery.start_soon(state.reaper.run)
+                nursery.start_soon(state.reaper.run, sigchld)
                 nursery.start_soon(state.dispatch_signals, receiver)
                 status = await state.wait_workload()
                 # The reaper keeps running: the leftovers' zombies are its job.

@@ -10,7 +10,7 @@ unclaimed ones, by PID. It wakes only when told to (on SIGCHLD): no polling.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 
 import trio
 
@@ -111,30 +111,12 @@ def reap_unclaimed(
     return reaped, True
 
 
-def reap_all(limit: int = BATCH) -> tuple[list[ExitStatus], bool]:
-    """Reap up to ``limit`` exited children, whoever they are.
-
-    For a process that owns every child (the command-line init): one
-    ``waitid`` per zombie, with no peek. Returns what was reaped and whether
-    more may be waiting.
-    """
-    reaped: list[ExitStatus] = []
-    while len(reaped) < limit:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            return reaped, False
-        if info is None:
-            return reaped, False
-        reaped.append(ExitStatus.from_siginfo(info))
-    return reaped, True
-
-
 class Reaper:
     """A task that reaps unclaimed children each time :meth:`wake` is called.
 
     ``reap`` replaces the default pass (:func:`reap_unclaimed` with
-    ``claimed``), e.g. with :func:`reap_all` for a process that owns every child.
+    ``claimed``), e.g. with a plain ``waitid`` loop for a process that owns
+    every child.
     """
 
     def __init__(
@@ -177,8 +159,13 @@ class Reaper:
         for status in reaped:
             self._on_reaped(status)
 
-    async def run(self) -> None:
-        """Reap once now, then once per wake-up, until cancelled."""
+    async def run(self, wakeups: AsyncIterator[object] | None = None) -> None:
+        """Reap once now, then once per wake-up, until cancelled.
+
+        Wake-ups come from :meth:`wake`, or, when given, from ``wakeups``
+        (a SIGCHLD receiver of the reaper's own saves a task hop per exit).
+        """
+        iterator = wakeups.__aiter__() if wakeups is not None else None
         while True:
             more = True
             while more:
@@ -194,4 +181,7 @@ class Reaper:
                     more = False
                 if more:
                     await trio.lowlevel.checkpoint()
-            await self._wake_receive.receive()
+            if iterator is None:
+                await self._wake_receive.receive()
+            else:
+                await iterator.__anext__()
