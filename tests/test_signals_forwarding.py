@@ -337,7 +337,7 @@ def test_descriptors_and_directory(mode: str, tmp_path: Path) -> None:
             held_by_init = [
                 name
                 for name in os.listdir(f"/proc/{pid}/fd")
-                if os.readlink(f"/proc/{pid}/fd/{name}") == str(held)
+                if _fd_target(pid, name) == str(held)
             ]
             assert held_by_init == []
             init.send(signal.SIGTERM)
@@ -614,3 +614,11 @@ def test_own_sigpipe_from_a_broken_stderr_is_never_forwarded(mode: str) -> None:
         assert init.readline(5) == "15\n"
         assert init.wait(10) == 115
         assert "13\n" not in init.out.read_to_eof(5)
+
+
+def _fd_target(pid: int, name: str) -> str | None:
+    """Where /proc/PID/fd/NAME points, or None if it closed meanwhile."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{name}")
+    except FileNotFoundError:
+        return None

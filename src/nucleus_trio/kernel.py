@@ -10,6 +10,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 PR_SET_PDEATHSIG = 1
@@ -77,3 +78,26 @@ def set_pdeathsig(signo: int) -> None:
 def set_no_new_privs() -> None:
     """Forbid privilege gains through exec (``PR_SET_NO_NEW_PRIVS``)."""
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def open_signalfd(signals: Iterable[int]) -> int:
+    """A non-blocking, close-on-exec signalfd(2) for ``signals``.
+
+    The signals must stay blocked in every thread for the descriptor to
+    receive them.
+    """
+    import ctypes
+
+    words = ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong)))
+    mask = words()
+    bits = 8 * ctypes.sizeof(ctypes.c_ulong)
+    for signo in signals:
+        mask[(signo - 1) // bits] |= 1 << ((signo - 1) % bits)
+    libc = load_libc()
+    fd: int = libc.signalfd(
+        ctypes.c_int(-1), ctypes.byref(mask), ctypes.c_int(os.O_NONBLOCK | os.O_CLOEXEC)
+    )
+    if fd == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
