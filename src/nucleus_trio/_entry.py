@@ -63,7 +63,7 @@ def main() -> None:
     # saves ~25 ms on every container stop: trio's modules are many.
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (OSError, ValueError):
+            stream.flush()  # None when the descriptor was closed at start-up
+        except (AttributeError, OSError, ValueError):
             pass
     os._exit(code)

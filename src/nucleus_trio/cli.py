@@ -93,6 +93,26 @@ def inherited_environment() -> dict[str, str]:
     return environment
 
 
+def _occupy_closed_stdio() -> None:
+    """Put /dev/null (close-on-exec) on whichever of 0, 1, 2 is closed.
+
+    Otherwise the init's own descriptors (the audit file, pidfds, trio's
+    sockets) would take those numbers, and its log lines would go into them.
+    Close-on-exec: the workload still finds them closed, as inherited.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                return
+            if null != fd:
+                os.dup2(null, fd, inheritable=False)
+                os.close(null)
+
+
 def _inherited_fds() -> list[int]:
     """Descriptors above 2 that the init inherited (listed before it opens any)."""
     try:
@@ -235,6 +255,7 @@ def run(
     if action != Action.RUN:
         return print_info(action)
 
+    _occupy_closed_stdio()
     # Listed before the init opens anything of its own.
     inherited_fds = _inherited_fds()
     audit_fd = None
@@ -291,9 +312,12 @@ def run(
         import time
 
         started = time.monotonic()
-        # Nobody reaps before trio runs (SIGCHLD is blocked), so the PID is
-        # still this child's even if it has exited already.
-        pidfd = os.pidfd_open(pid)
+        # Nobody reaps before trio runs (SIGCHLD is blocked, and not
+        # ignored), so the PID is still this child's even if it has exited.
+        try:
+            pidfd = os.pidfd_open(pid)
+        except BaseException as exc:
+            return crash_exit(exc, pid)
         shown = " ".join(shown_argv(config)).replace("\n", "\\n")
         fields: dict[str, object] = {"pid": pid, "argv": shown_argv(config)}
         if config.env:
@@ -334,7 +358,10 @@ def run(
             os.close(fd)
         except OSError:
             pass
-    return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+    try:
+        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+    except BaseException as exc:  # the crash guard, for the start-up too
+        return crash_exit(exc, pid)
 
 
 #: The init's exit code when it fails itself (an internal error): sysexits'
@@ -343,7 +370,7 @@ def run(
 EXIT_INTERNAL_ERROR = 70
 
 
-def crash_exit(exc: BaseException, workload: PidFd | None) -> int:
+def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
     """The crash guard: report ``exc``, kill the workload's group and every
     descendant, reap them, and return :data:`EXIT_INTERNAL_ERROR`.
 
@@ -356,6 +383,17 @@ def crash_exit(exc: BaseException, workload: PidFd | None) -> int:
 
     report_fault(exc)
     _stderr("internal error: killing the workload and every process left, then exiting")
+    if isinstance(workload, int):
+        # Not reaped yet (nothing reaps before trio), so its group is its own.
+        try:
+            os.killpg(workload, _signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(workload, 0)
+        except OSError:
+            pass
+        workload = None
     if workload is not None:
         try:
             workload.send_signal(_signal.SIGKILL, group=True)

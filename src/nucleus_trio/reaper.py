@@ -20,6 +20,9 @@ from nucleus_trio.status import ExitStatus
 #: forwarding of a signal for long.
 BATCH = 256
 
+#: After a reaping pass raised, how long before the next try.
+RETRY_AFTER_FAULT = 0.5
+
 
 def list_children(pid: int | None = None) -> list[int]:
     """The PIDs of the children of ``pid`` (default: this process).
@@ -173,12 +176,14 @@ class Reaper:
                     reaped, more = self._reap()
                     self._report(reaped)
                 except Exception as exc:
-                    # A fault here must not take the init down with it: the
-                    # next SIGCHLD brings another pass.
+                    # A fault here must not take the init down with it. The
+                    # pass is tried again shortly: the zombies it left may
+                    # bring no other SIGCHLD. (A timer only while faulty.)
                     if self._on_error is None:
                         raise
                     self._on_error(exc)
-                    more = False
+                    await trio.sleep(RETRY_AFTER_FAULT)
+                    continue
                 if more:
                     await trio.lowlevel.checkpoint()
             if iterator is None:
