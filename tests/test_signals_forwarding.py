@@ -59,19 +59,11 @@ REALTIME = list(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 SIGSTATE = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
 
 
-def _own_ignored() -> set[int]:
-    mask = 0
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("SigIgn:"):
-                mask = int(line.split()[1], 16)
-    return {n + 1 for n in range(64) if mask >> n & 1}
-
-
-#: glibc's internal signals 32 and 33, when whoever started the test run
-#: left them ignored: Python cannot reset them, so the init inherits them
-#: ignored and, by the spec's rule, so does the workload.
-AMBIENT_IGNORED = _own_ignored() & {32, 33}
+#: glibc's internal signals (SIGCANCEL, SIGSETXID). Python can neither see nor
+#: reset them; whether they show as ignored depends on how the test run was
+#: started and on glibc's lazy handlers, not on the init. They are left out
+#: of the comparisons.
+GLIBC_INTERNAL = frozenset({32, 33})
 
 
 def proc_stat_status(pid: int, key: str) -> str:
@@ -291,7 +283,7 @@ def launcher_sigstate(launcher: list[str]) -> dict[str, set[int]]:
 def test_workload_signal_state_plain(mode: str) -> None:
     state = run_sigstate(mode, [])
     assert state["SigBlk"] == set()
-    assert state["SigIgn"] == AMBIENT_IGNORED
+    assert state["SigIgn"] - GLIBC_INTERNAL == set()
 
 
 def test_workload_mask_empty_and_inherited_ignores_kept(mode: str) -> None:
@@ -299,15 +291,17 @@ def test_workload_mask_empty_and_inherited_ignores_kept(mode: str) -> None:
     launcher = workload("sig_launch.py", "block=TERM,USR1", "ignore=HUP,USR2", "--")
     premise = launcher_sigstate(launcher)
     assert {signal.SIGTERM, signal.SIGUSR1} <= premise["SigBlk"]
-    assert (
-        premise["SigIgn"]
-        == {signal.SIGHUP, signal.SIGUSR2, signal.SIGPIPE, signal.SIGXFSZ} | AMBIENT_IGNORED
-    )
+    assert premise["SigIgn"] - GLIBC_INTERNAL == {
+        signal.SIGHUP,
+        signal.SIGUSR2,
+        signal.SIGPIPE,
+        signal.SIGXFSZ,
+    }
 
     state = run_sigstate(mode, launcher)
     assert state["SigBlk"] == set()
     # PIPE and XFSZ at default; the init's own TTIN/TTOU ignore does not leak.
-    assert state["SigIgn"] == {signal.SIGHUP, signal.SIGUSR2} | AMBIENT_IGNORED
+    assert state["SigIgn"] - GLIBC_INTERNAL == {signal.SIGHUP, signal.SIGUSR2}
 
 
 def test_workload_keeps_inherited_ignored_tty_and_int(mode: str) -> None:
@@ -315,12 +309,12 @@ def test_workload_keeps_inherited_ignored_tty_and_int(mode: str) -> None:
     ignored = {signal.SIGHUP, signal.SIGTTOU, signal.SIGINT, signal.SIGQUIT}
     launcher = workload("sig_launch.py", "block=TERM,HUP", "ignore=HUP,TTOU,INT,QUIT", "--")
     premise = launcher_sigstate(launcher)
-    assert premise["SigIgn"] == ignored | {signal.SIGPIPE, signal.SIGXFSZ} | AMBIENT_IGNORED
+    assert premise["SigIgn"] - GLIBC_INTERNAL == ignored | {signal.SIGPIPE, signal.SIGXFSZ}
 
     state = run_sigstate(mode, launcher)
     assert state["SigBlk"] == set()
     # TTOU kept as inherited, TTIN not added
-    assert state["SigIgn"] == ignored | AMBIENT_IGNORED
+    assert state["SigIgn"] - GLIBC_INTERNAL == ignored
 
 
 # --- descriptors and directory ------------------------------------------------------
