@@ -61,7 +61,6 @@ class _Init:
             reap=self._reap_owned if owns_all_children else None,
         )
         self.stop = trio.Event()
-        self.pause_signal: int | None = None
         self.kill_after_armed = False
         self.nursery: trio.Nursery | None = None
 
@@ -122,7 +121,6 @@ class _Init:
     def _pause_signal(self, signo: int) -> None:
         if signo in _STOPPERS:
             self.log.log(INFO, f"received {signal_name(signo)}, leaving pause")
-            self.pause_signal = signo
             self.stop.set()
         else:
             self.log.log(DEBUG, f"received {signal_name(signo)} in pause mode, ignored")

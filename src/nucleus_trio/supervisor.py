@@ -65,7 +65,6 @@ class Process:
         self.process_group = process_group
         self._exited = anyio.Event()
         self._status: ExitStatus | None = None
-        self._lost = False
 
     @property
     def pid(self) -> int:
@@ -366,7 +365,7 @@ class Supervisor:
             with anyio.CancelScope(shield=True):
                 status = await process.pidfd.wait()
         except (StatusLostError, ValueError, anyio.ClosedResourceError, trio.ClosedResourceError):
-            process._lost = True
+            pass  # the status stays unknown: wait() raises StatusLostError
         finally:
             process._status = status
             if status is not None:
