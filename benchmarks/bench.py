@@ -30,6 +30,7 @@ died come back to it and are killed too. Every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import ctypes
 import datetime
 import hashlib
@@ -43,11 +44,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+import signal_profile
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -295,6 +299,9 @@ def machine_info(python: Path) -> dict[str, str]:
 
 #: Every process the harness started, for the last clean-up.
 STARTED: list[subprocess.Popen[bytes]] = []
+#: Held while a process is started, and while adopted orphans are told from
+#: the harness's own children (the early-signal trials run in two threads).
+SPAWNING = threading.Lock()
 
 
 def become_subreaper() -> None:
@@ -393,11 +400,11 @@ def kill_quietly(pid: int, signo: int) -> None:
 
 def reap_adopted() -> int:
     """Kill and reap the orphans re-parented to the harness; return how many."""
-    ours = {proc.pid for proc in STARTED if proc.returncode is None}
+    with SPAWNING:
+        ours = {proc.pid for proc in STARTED if proc.returncode is None}
+        adopted = [pid for pid in children(os.getpid()) if pid not in ours]
     count = 0
-    for pid in children(os.getpid()):
-        if pid in ours:
-            continue
+    for pid in adopted:
         for kid in descendants(pid):
             kill_quietly(kid, signal.SIGKILL)
         kill_quietly(pid, signal.SIGKILL)
@@ -431,7 +438,14 @@ class Session:
     leads a session of its own, and ``close`` kills what is left.
     """
 
-    def __init__(self, argv: Sequence[str], *, pid1: bool, label: str) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        pid1: bool,
+        label: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         self.pid1 = pid1
         self.log_path = LOGS / f"{label}.log"
@@ -444,14 +458,18 @@ class Session:
             command = [*UNSHARE, *command]
         self._stderr = open(self.log_path, "wb")  # noqa: SIM115 (closed in close())
         try:
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=self._stderr,
-                pass_fds=(gate_r,),
-                start_new_session=True,
-            )
+            # Under the lock, a parallel reap_adopted() sees it as ours.
+            with SPAWNING:
+                self.proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=self._stderr,
+                    pass_fds=(gate_r,),
+                    start_new_session=True,
+                    env=env,
+                )
+                STARTED.append(self.proc)
         except BaseException:
             os.close(self._gate)
             os.close(self._out)
@@ -460,7 +478,6 @@ class Session:
         finally:
             os.close(gate_r)
             os.close(out_w)
-        STARTED.append(self.proc)
         try:
             self.pid = self._find_init() if pid1 else self.proc.pid
             self.pidfd = os.pidfd_open(self.pid)
@@ -647,9 +664,11 @@ class Params:
     storm_rounds: int = 2
     burst: int = 10_000
     burst_rounds: int = 3
-    early: int = 200
+    early: int = 1000
     early_window: float = 0.050
     early_timeout: float = 2.0
+    early_workers: int = 2
+    profile_signals: int = 400
 
 
 @dataclass
@@ -694,6 +713,7 @@ class Raw:
     storm: dict[str, list[StormRun]] = field(default_factory=dict)
     burst: dict[str, list[BurstRun]] = field(default_factory=dict)
     early: dict[str, list[EarlyTrial]] = field(default_factory=dict)
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -755,42 +775,31 @@ def phase_true(inits: Sequence[Init], raw: Raw, p: Params) -> None:
                 raw.true_ms.setdefault(init.name, []).append((t_end - t0) / 1e6)
 
 
-def phase_steady(inits: Sequence[Init], raw: Raw, p: Params) -> None:
+def phase_steady(inits: Sequence[Init], references: Sequence[Init], raw: Raw, p: Params) -> None:
     """The four inits side by side, each PID 1 with a sigwait workload: RSS at
     rest, idle cost over ``p.idle`` seconds, then signal forwarding latency
-    with the signals alternating among them."""
+    with the signals alternating among them and the reference forwarders
+    (``references``, in the signal round only)."""
     sigwait = str(BUILD / "sigwait")
     sessions: list[tuple[Init, Session]] = []
     try:
-        for init in inits:
+        for init in [*inits, *references]:
             session = Session([*init.command, sigwait], pid1=True, label=f"{init.name}-steady")
             sessions.append((init, session))
             session.start()
             session.expect("R", 10)
             warm_up(session)
         settle(1.0)
-        before = {init.name: (cpu_ns(s.pid), context_switches(s.pid)) for init, s in sessions}
+        measured = sessions[: len(inits)]
+        before = {init.name: (cpu_ns(s.pid), context_switches(s.pid)) for init, s in measured}
         settle(p.idle)
-        for init, s in sessions:
+        for init, s in measured:
             cpu0, ctx0 = before[init.name]
             raw.idle_cpu_ms[init.name] = (cpu_ns(s.pid) - cpu0) / 1e6
             raw.idle_ctx[init.name] = context_switches(s.pid) - ctx0
             raw.rss_rest_kib[init.name] = status_fields(s.pid).get("VmRSS", 0)
-        note(f"idle done; {p.signals} signals to each init")
-        lost = {init.name: 0 for init, _ in sessions}
-        latencies: dict[str, list[float]] = {init.name: [] for init, _ in sessions}
-        rng = random.Random(1)
-        for number in range(p.signals):
-            shift = number % len(sessions)
-            for init, s in [*sessions[shift:], *sessions[:shift]]:
-                t_send = time.monotonic_ns()
-                os.kill(s.pid, signal.SIGUSR1)
-                line = s.poll_line(2.0)
-                if line is None or not line.startswith("U "):
-                    lost[init.name] += 1
-                    continue
-                latencies[init.name].append((int(line.split()[1]) - t_send) / 1e3)
-                sleep_until(time.monotonic_ns() + rng.randrange(300_000, 1_000_000))
+        note(f"idle done; {p.signals} signals to each init and reference forwarder")
+        latencies, lost = send_signals(sessions, p.signals, random.Random(1))
         raw.signal_us.update(latencies)
         raw.signal_lost.update(lost)
         for _, s in sessions:
@@ -798,6 +807,86 @@ def phase_steady(inits: Sequence[Init], raw: Raw, p: Params) -> None:
     finally:
         for _, s in sessions:
             s.close()
+
+
+def send_signals(
+    sessions: Sequence[tuple[Init, Session]], count: int, rng: random.Random
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """``count`` SIGUSR1s to each session's init, alternating among them and
+    spaced 0.3-1 ms; the latency (µs) of each from ``kill()`` to the
+    workload's receipt, and the number never received."""
+    lost = {init.name: 0 for init, _ in sessions}
+    latencies: dict[str, list[float]] = {init.name: [] for init, _ in sessions}
+    for number in range(count):
+        shift = number % len(sessions)
+        for init, s in [*sessions[shift:], *sessions[:shift]]:
+            t_send = time.monotonic_ns()
+            os.kill(s.pid, signal.SIGUSR1)
+            line = s.poll_line(2.0)
+            if line is None or not line.startswith("U "):
+                lost[init.name] += 1
+                continue
+            latencies[init.name].append((int(line.split()[1]) - t_send) / 1e3)
+            sleep_until(time.monotonic_ns() + rng.randrange(300_000, 1_000_000))
+    return latencies, lost
+
+
+def phase_profile(forwarders: Sequence[Init], raw: Raw, p: Params) -> None:
+    """The signal path of nucleus-trio and of the reference forwarders, stage
+    by stage: each runs with ``signal_profile`` loaded (through a
+    ``sitecustomize``), then its marks are lined up with the harness's
+    ``kill()`` and the workload's receipt."""
+    site = BUILD / "profile_site"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(signal_profile.SITECUSTOMIZE)
+    sigwait = str(BUILD / "sigwait")
+    sessions: list[tuple[Init, Session]] = []
+    marks_paths: dict[str, Path] = {}
+    try:
+        for init in forwarders:
+            marks_paths[init.name] = BUILD / f"profile-{init.name.replace(' ', '-')}.json"
+            marks_paths[init.name].unlink(missing_ok=True)
+            env = {
+                **os.environ,
+                "PYTHONPATH": f"{site}{os.pathsep}{HERE}",
+                signal_profile.ENV: str(marks_paths[init.name]),
+            }
+            session = Session(
+                [*init.command, sigwait], pid1=True, label=f"{init.name}-profile", env=env
+            )
+            sessions.append((init, session))
+            session.start()
+            session.expect("R", 20)
+            warm_up(session)
+        settle(0.5)
+        kills: dict[str, list[int]] = {init.name: [] for init, _ in sessions}
+        receipts: dict[str, list[int]] = {init.name: [] for init, _ in sessions}
+        rng = random.Random(3)
+        for number in range(p.profile_signals):
+            shift = number % len(sessions)
+            for init, s in [*sessions[shift:], *sessions[:shift]]:
+                t_send = time.monotonic_ns()
+                os.kill(s.pid, signal.SIGUSR1)
+                line = s.poll_line(2.0)
+                if line is None or not line.startswith("U "):
+                    raise BenchError(f"{init.name} (profiled) lost a signal{s.tail()}")
+                kills[init.name].append(t_send)
+                receipts[init.name].append(int(line.split()[1]))
+                sleep_until(time.monotonic_ns() + rng.randrange(300_000, 1_000_000))
+        for _, s in sessions:
+            stop(s)
+    finally:
+        for _, s in sessions:
+            s.close()
+    for name, path in marks_paths.items():
+        try:
+            marks = [(str(kind), int(at)) for kind, at in json.loads(path.read_text())]
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"{name}: no profile marks ({exc})") from exc
+        found = signal_profile.stages(marks, kills[name], receipts[name], signal.SIGUSR1)
+        if not found:
+            raise BenchError(f"{name}: its profile marks do not line up with the signals sent")
+        raw.profile[name] = found
 
 
 def phase_storm(init: Init, raw: Raw, p: Params) -> None:
@@ -931,12 +1020,29 @@ def early_trial(init: Init, delay_ns: int, p: Params) -> EarlyTrial:
 
 
 def phase_early(inits: Sequence[Init], raw: Raw, p: Params) -> None:
+    """``p.early`` trials per init, interleaved, ``p.early_workers`` at a time.
+
+    A trial of nucleus-trio lasts about as long as importing trio (the
+    signal is delivered once its receiver opens); two at a time keep a
+    thousand per init within the benchmark's five minutes. Each trial's
+    offset is measured from its own exec, so the overlap does not bias it.
+    """
     rng = random.Random(8)
-    for number in range(p.early):
-        for init in rotated(inits, number):
-            delay = int(rng.uniform(0, p.early_window) * 1e9)
-            trial = early_trial(init, delay, p)
-            raw.early.setdefault(init.name, []).append(trial)
+    jobs = [
+        (init, int(rng.uniform(0, p.early_window) * 1e9))
+        for number in range(p.early)
+        for init in rotated(inits, number)
+    ]
+    results: dict[str, list[EarlyTrial]] = {init.name: [] for init in inits}
+
+    def run(job: tuple[Init, int]) -> None:
+        init, delay = job
+        results[init.name].append(early_trial(init, delay, p))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=p.early_workers) as pool:
+        for future in [pool.submit(run, job) for job in jobs]:
+            future.result()
+    raw.early.update(results)
 
 
 # --------------------------------------------------------------------------- report
@@ -991,6 +1097,8 @@ def ratio(value: float | None, base: float | None) -> float | None:
 
 NUCLEUS = "nucleus-trio"
 TINI = "tini"
+TRIO_FLOOR = "trio-receiver floor"
+SIGNALFD_FLOOR = "signalfd floor"
 LOSSES = ("lost_init_killed", "lost_alive", "lost_hung", "other")
 
 
@@ -1287,6 +1395,54 @@ def render_table(
     return "\n".join(lines) + "\n"
 
 
+def render_signal_section(raw: Raw, p: Params, names: Sequence[str]) -> str:
+    """Signal forwarding beside the two reference forwarders, and the
+    profiled path stage by stage."""
+    base = median(raw.signal_us.get(TINI, []))
+    lines = [
+        "",
+        "## 3. Signal forwarding: where the time goes",
+        "",
+        "The same interleaved run as row 3, with two reference forwarders "
+        "(`benchmarks/workloads/`) that do nothing but forward: the "
+        "*trio-receiver floor* takes the signal from `trio.open_signal_receiver`, as "
+        "the spec has nucleus-trio do; the *signalfd floor* reads a signalfd from "
+        "trio's epoll instead.",
+        "",
+        "| forwarder | p50 | p99 | p50 ratio to tini |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
+        values = raw.signal_us.get(name)
+        if not values:
+            continue
+        r = ratio(median(values), base)
+        lines.append(
+            f"| {name} | {fmt(median(values), 'µs')} | {fmt(p99(values), 'µs')} | "
+            + (f"x{r:.2f}" if r is not None else "n/a")
+            + " |"
+        )
+    profiled = [name for name in names if name in raw.profile]
+    if profiled:
+        lines += [
+            "",
+            f"Stage by stage: medians of {p.profile_signals:,} signals in a second run, "
+            "each forwarder instrumented by `benchmarks/signal_profile.py` (its hooks "
+            "add a few µs to every stage; the total is the median of the totals, not "
+            "the sum of the medians):",
+            "",
+            "| stage | " + " | ".join(profiled) + " |",
+            "|---|" + "---:|" * len(profiled),
+        ]
+        for key, label in signal_profile.STAGES:
+            cells = [
+                fmt(raw.profile[name].get(key), "µs") if key in raw.profile[name] else "—"
+                for name in profiled
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_chart(
     rows: Sequence[Row], names: Sequence[str], machine: dict[str, str], path: Path
 ) -> bool:
@@ -1382,6 +1538,7 @@ def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
             burst=2000,
             burst_rounds=1,
             early=min(args.early, 10),
+            profile_signals=50,
         )
     return params, args
 
@@ -1412,6 +1569,11 @@ def main(argv: Sequence[str]) -> int:
             inits = [init for init in inits if init.name in {TINI, *args.only}]
         names = [init.name for init in inits]
         python = VENV / "bin" / "python3"
+        references = [
+            Init(TRIO_FLOOR, (str(python), str(WORKLOADS / "trio_forwarder.py"))),
+            Init(SIGNALFD_FLOOR, (str(python), str(WORKLOADS / "signalfd_forwarder.py"))),
+        ]
+        profiled = [init for init in inits if init.name == NUCLEUS] + references
         floor = [str(python), "-I", "-S", "-c", "pass"]
         machine = machine_info(python)
         nucleus_version = run_quiet([str(nucleus), "--version"], "nucleus-trio --version").split()
@@ -1431,7 +1593,11 @@ def main(argv: Sequence[str]) -> int:
             ),
             (
                 f"6+7+3. side by side: RSS, {params.idle:g} s idle, signals",
-                lambda: phase_steady(inits, raw, params),
+                lambda: phase_steady(inits, references, raw, params),
+            ),
+            (
+                f"3. signal path, stage by stage, {params.profile_signals} signals",
+                lambda: phase_profile(profiled, raw, params),
             ),
             (
                 f"5. storm of {params.storm} orphans, {params.storm_rounds} rounds",
@@ -1452,6 +1618,7 @@ def main(argv: Sequence[str]) -> int:
         machine["load_at_end"] = load_average()
         rows = build_rows(raw, params, names)
         table = render_table(rows, names, machine, versions)
+        table += render_signal_section(raw, params, [*names, TRIO_FLOOR, SIGNALFD_FLOOR])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "latest.md").write_text(table)
         charted = render_chart(rows, names, machine, args.out / "latest.png")
