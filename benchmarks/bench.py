@@ -799,8 +799,9 @@ def phase_steady(inits: Sequence[Init], references: Sequence[Init], raw: Raw, p:
             raw.idle_ctx[init.name] = context_switches(s.pid) - ctx0
             raw.rss_rest_kib[init.name] = status_fields(s.pid).get("VmRSS", 0)
         note(f"idle done; {p.signals} signals to each init and reference forwarder")
-        latencies, lost = send_signals(sessions, p.signals, random.Random(1))
-        raw.signal_us.update(latencies)
+        times, lost = send_signals(sessions, p.signals, random.Random(1))
+        for name, pairs in times.items():
+            raw.signal_us[name] = [(got - sent) / 1e3 for sent, got in pairs]
         raw.signal_lost.update(lost)
         for _, s in sessions:
             stop(s)
@@ -811,12 +812,12 @@ def phase_steady(inits: Sequence[Init], references: Sequence[Init], raw: Raw, p:
 
 def send_signals(
     sessions: Sequence[tuple[Init, Session]], count: int, rng: random.Random
-) -> tuple[dict[str, list[float]], dict[str, int]]:
+) -> tuple[dict[str, list[tuple[int, int]]], dict[str, int]]:
     """``count`` SIGUSR1s to each session's init, alternating among them and
-    spaced 0.3-1 ms; the latency (µs) of each from ``kill()`` to the
-    workload's receipt, and the number never received."""
+    spaced 0.3-1 ms: for each init, the ``kill()`` and the workload's receipt
+    (CLOCK_MONOTONIC ns) of every signal received, and how many never were."""
     lost = {init.name: 0 for init, _ in sessions}
-    latencies: dict[str, list[float]] = {init.name: [] for init, _ in sessions}
+    times: dict[str, list[tuple[int, int]]] = {init.name: [] for init, _ in sessions}
     for number in range(count):
         shift = number % len(sessions)
         for init, s in [*sessions[shift:], *sessions[:shift]]:
@@ -826,9 +827,9 @@ def send_signals(
             if line is None or not line.startswith("U "):
                 lost[init.name] += 1
                 continue
-            latencies[init.name].append((int(line.split()[1]) - t_send) / 1e3)
+            times[init.name].append((t_send, int(line.split()[1])))
             sleep_until(time.monotonic_ns() + rng.randrange(300_000, 1_000_000))
-    return latencies, lost
+    return times, lost
 
 
 def phase_profile(forwarders: Sequence[Init], raw: Raw, p: Params) -> None:
@@ -859,20 +860,9 @@ def phase_profile(forwarders: Sequence[Init], raw: Raw, p: Params) -> None:
             session.expect("R", 20)
             warm_up(session)
         settle(0.5)
-        kills: dict[str, list[int]] = {init.name: [] for init, _ in sessions}
-        receipts: dict[str, list[int]] = {init.name: [] for init, _ in sessions}
-        rng = random.Random(3)
-        for number in range(p.profile_signals):
-            shift = number % len(sessions)
-            for init, s in [*sessions[shift:], *sessions[:shift]]:
-                t_send = time.monotonic_ns()
-                os.kill(s.pid, signal.SIGUSR1)
-                line = s.poll_line(2.0)
-                if line is None or not line.startswith("U "):
-                    raise BenchError(f"{init.name} (profiled) lost a signal{s.tail()}")
-                kills[init.name].append(t_send)
-                receipts[init.name].append(int(line.split()[1]))
-                sleep_until(time.monotonic_ns() + rng.randrange(300_000, 1_000_000))
+        times, lost = send_signals(sessions, p.profile_signals, random.Random(3))
+        if any(lost.values()):
+            raise BenchError(f"signals lost by profiled forwarders: {lost}")
         for _, s in sessions:
             stop(s)
     finally:
@@ -883,7 +873,9 @@ def phase_profile(forwarders: Sequence[Init], raw: Raw, p: Params) -> None:
             marks = [(str(kind), int(at)) for kind, at in json.loads(path.read_text())]
         except (OSError, ValueError) as exc:
             raise BenchError(f"{name}: no profile marks ({exc})") from exc
-        found = signal_profile.stages(marks, kills[name], receipts[name], signal.SIGUSR1)
+        kills = [sent for sent, _ in times[name]]
+        receipts = [got for _, got in times[name]]
+        found = signal_profile.stages(marks, kills, receipts, signal.SIGUSR1)
         if not found:
             raise BenchError(f"{name}: its profile marks do not line up with the signals sent")
         raw.profile[name] = found
@@ -1570,8 +1562,8 @@ def main(argv: Sequence[str]) -> int:
         names = [init.name for init in inits]
         python = VENV / "bin" / "python3"
         references = [
-            Init(TRIO_FLOOR, (str(python), str(WORKLOADS / "trio_forwarder.py"))),
-            Init(SIGNALFD_FLOOR, (str(python), str(WORKLOADS / "signalfd_forwarder.py"))),
+            Init(TRIO_FLOOR, (str(python), str(WORKLOADS / "forwarder.py"), "trio")),
+            Init(SIGNALFD_FLOOR, (str(python), str(WORKLOADS / "forwarder.py"), "signalfd")),
         ]
         profiled = [init for init in inits if init.name == NUCLEUS] + references
         floor = [str(python), "-I", "-S", "-c", "pass"]
