@@ -1423,7 +1423,7 @@ def expect_cli(args: Sequence[Arg], env: Mapping[str, str], cwd: str) -> Expecte
     from nucleus_trio.environment import MINIMAL_ENV
 
     try:
-        action, config = parse_args([as_text(arg) for arg in args])
+        action, config = parse_args([as_text(arg) for arg in args], env)
     except UsageError:
         return Expected("usage", 2)
     if action != Action.RUN:
@@ -1807,6 +1807,11 @@ ENV_CHOICES: dict[str, list[str | None]] = {
     "TERM": ["", "dumb"],
     "HUGE": ["v" * 100_000],
     "WEIRD": ["a\nb", "=", "\u2028"],
+    # The peers' variables, which the init reads too.
+    "TINI_VERBOSITY": ["0", "3", "9", "loud", ""],
+    "TINI_KILL_PROCESS_GROUP": ["", "1"],
+    "TINI_SUBREAPER": ["0"],
+    "DUMB_INIT_DEBUG": ["1"],
 }  # fmt: skip
 
 
@@ -1865,7 +1870,7 @@ def fuzz_one(
     from nucleus_trio.config import UsageError, parse_args
 
     try:
-        _, config = parse_args([as_text(arg) for arg in args])
+        _, config = parse_args([as_text(arg) for arg in args], env)
     except UsageError:
         config = None
     if config is not None and not audit_is_safe(config.audit, cwd):

@@ -248,7 +248,7 @@ def run(
     does it on its first line).
     """
     try:
-        action, config = parse_args(args)
+        action, config = parse_args(args, os.environ)
     except UsageError as exc:
         usage_error(str(exc))
         return EXIT_USAGE

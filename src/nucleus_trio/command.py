@@ -111,7 +111,7 @@ async def run_command(args: Sequence[str]) -> int:
     process while it runs.
     """
     try:
-        action, config = parse_args(args)
+        action, config = parse_args(args, os.environ)
     except UsageError as exc:
         cli.usage_error(str(exc))
         return EXIT_USAGE

@@ -13,7 +13,7 @@ from nucleus_trio.signals import SignalSpecError, parse_rewrite, parse_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from nucleus_trio.identity import Identity
 
@@ -67,6 +67,13 @@ options:
   -q, --quiet              less logging on stderr
   -V, --version            print the version and exit
   -h, --help               print this help and exit
+
+environment (the peers' variables, so an image keeps its settings; flags win):
+  TINI_SUBREAPER           set (to anything): as -s
+  TINI_KILL_PROCESS_GROUP  set (to anything): as -g
+  TINI_VERBOSITY=N         logging level 0-3 (1 is the default, 3 the most)
+  DUMB_INIT_DEBUG=1, CATATONIT_DEBUG
+                           the most logging, as TINI_VERBOSITY=3
 
 exit status: the workload's; 126/127 when PROGRAM cannot be run; 2 on bad usage.
 """
@@ -418,13 +425,52 @@ def _expand_long(word: str) -> str:
     raise UsageError(f"unknown option {word!r}")
 
 
-def parse_args(args: Sequence[str]) -> tuple[str, Config]:
+#: The most logging (debug); the default is 1 (warnings).
+MAX_VERBOSITY = 3
+
+
+def _apply_peer_environment(draft: _Draft, environ: Mapping[str, str]) -> None:
+    """Defaults from the environment variables of tini, dumb-init and
+    catatonit, applied before the flags so that a flag wins.
+
+    An image that set them for a peer keeps its behaviour after the switch.
+    tini's switches are presence tests, as in tini (``TINI_SUBREAPER=0``
+    turns it on); ``TINI_VERBOSITY`` counts as tini's levels do. dumb-init's
+    ``DUMB_INIT_SETSID=0`` asks for what is already the default here (signals
+    to the workload alone), so it needs nothing.
+    """
+    if "TINI_SUBREAPER" in environ:
+        draft.subreaper = True
+    if "TINI_KILL_PROCESS_GROUP" in environ:
+        draft.pgroup = True
+    if environ.get("DUMB_INIT_DEBUG") == "1" or "CATATONIT_DEBUG" in environ:
+        draft.verbosity = MAX_VERBOSITY
+    text = environ.get("TINI_VERBOSITY")
+    if text is not None:
+        try:
+            level = int(text.strip(), 10)
+        except ValueError:
+            raise UsageError(
+                f"TINI_VERBOSITY must be a whole number (0-{MAX_VERBOSITY}), not {text!r}"
+            ) from None
+        draft.verbosity = min(max(level, 0), MAX_VERBOSITY)
+
+
+def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[str, Config]:
     """Parse the init's arguments (without ``argv[0]``).
 
+    ``environ`` supplies the peers' variables (``TINI_SUBREAPER`` and the
+    like, see :func:`_apply_peer_environment`); the flags override them.
     Returns the action (:attr:`Action.RUN`, ``HELP`` or ``VERSION``) and the
     configuration. Raises :class:`UsageError` with a one-line reason.
     """
     draft = _Draft()
+    # A bad variable must not stop -h or -V: its error waits for the run.
+    environment_error: UsageError | None = None
+    try:
+        _apply_peer_environment(draft, environ or {})
+    except UsageError as exc:
+        environment_error = exc
     words = list(args)
     index = 0
 
@@ -476,6 +522,8 @@ def parse_args(args: Sequence[str]) -> tuple[str, Config]:
                 raise UsageError(f"unknown option {flag!r}")
             draft.switch(flag)
 
+    if environment_error is not None:
+        raise environment_error
     program = tuple(words[index:])
     if any("\0" in word for word in program):
         raise UsageError("arguments must not contain NUL bytes")
