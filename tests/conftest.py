@@ -8,6 +8,18 @@ import pytest
 
 from tests.support import pidns_available
 
+# The peers' variables change the init's defaults (see test_peer_environment):
+# one set in the environment of the test run would change what every test
+# sees, so the tests that want them set them.
+for _variable in (
+    "TINI_SUBREAPER",
+    "TINI_KILL_PROCESS_GROUP",
+    "TINI_VERBOSITY",
+    "DUMB_INIT_DEBUG",
+    "CATATONIT_DEBUG",
+):
+    os.environ.pop(_variable, None)
+
 _PIDNS = pidns_available()
 _PIDNS_REASON = "needs root and unshare --pid to run the init as PID 1 of a new namespace"
 

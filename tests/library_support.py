@@ -3,7 +3,8 @@
 Everything here works under trio and under asyncio (through anyio): reading
 a workload's output waits on the descriptor, never on a timer. Processes are
 looked up and cleaned up by PID, and only when they are still this process's
-children (so a reused PID is never signalled).
+children (so a reused PID is never signalled). The ``/proc`` readers are
+those of :mod:`tests.support`.
 """
 
 from __future__ import annotations
@@ -18,40 +19,17 @@ from pathlib import Path
 import anyio
 
 from nucleus_trio.kernel import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
-
-WORKLOADS = Path(__file__).parent / "workloads"
+from tests.support import children_of, ppid_of, state_of
 
 
 def children() -> set[int]:
     """The direct children of this process."""
-    kids: set[int] = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            kids.update(int(w) for w in Path(f"/proc/self/task/{tid}/children").read_text().split())
-        except OSError:
-            pass
-    return kids
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` after the command name (state first), or None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].decode().split()
-
-
-def state_of(pid: int) -> str | None:
-    """The one-letter state of ``pid`` (``Z`` for a zombie), None if gone."""
-    fields = stat_fields(pid)
-    return fields[0] if fields else None
+    return set(children_of(os.getpid()))
 
 
 def is_my_child(pid: int) -> bool:
     """Whether ``pid`` exists and is (still) a child of this process."""
-    fields = stat_fields(pid)
-    return fields is not None and int(fields[1]) == os.getpid()
+    return ppid_of(pid) == os.getpid()
 
 
 def zombie_children() -> set[int]:

@@ -1,22 +1,18 @@
 """Helpers for the signal-forwarding and reaping tests of the real command.
 
 :func:`launch` starts ``nucleus-trio`` (as PID 1 of a new PID namespace or as
-a subreaper) like :func:`tests.support.start_init`, with a few more knobs (a
-wrapper command before the init, a ``preexec_fn`` for a controlling
-terminal), and cleans up more thoroughly: the workload runs in its own
-process group, so killing the init's group alone would leave it (and its
-orphans) behind when the init is not PID 1. Every process under the init is
-stopped, then killed, by PID.
+a subreaper) through :func:`tests.support.start_init`, and cleans up more
+thoroughly: the workload runs in its own process group, so killing the
+init's group alone would leave it (and its orphans) behind when the init is
+not PID 1. Every process under the init is stopped, then killed, by PID.
 
-:class:`Lines` reads the workload's stdout from the raw descriptor with its
-own buffer: a buffered ``readline`` after ``select`` can swallow a second
-line that arrived in the same chunk and then wait for it in vain.
+The ``/proc`` readers and :class:`Lines` come from :mod:`tests.support`;
+they are exported here too, so a test imports its helpers from one place.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import time
@@ -26,15 +22,19 @@ from pathlib import Path
 
 from tests.support import (
     PYTHON,
-    UNSHARE,
     WORKLOADS,
+    Lines,
     Run,
     children_of,
     descendants_of,
-    init_command,
+    pgrp_of,
     proc_status,
     signal_set,
+    start_init,
+    state_of,
     wait_for,
+    wait_oldest_child,
+    workload,
 )
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "first_line_ran",
     "kill_tree",
     "launch",
-    "proc_stat",
+    "pgrp_of",
     "proc_status",
     "signal_set",
     "state_of",
@@ -58,75 +58,6 @@ __all__ = [
     "workload",
     "zombies_under",
 ]
-
-
-def workload(name: str, *args: str) -> list[str]:
-    """Command line of a script from ``tests/workloads`` (Python or shell)."""
-    path = WORKLOADS / name
-    if name.endswith(".sh"):
-        return ["sh", str(path), *args]
-    return [PYTHON, str(path), *args]
-
-
-class Lines:
-    """Reads lines from a pipe descriptor, never hiding buffered data."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.eof = False
-
-    def _fill(self, deadline: float) -> bool:
-        """Read one chunk; False if nothing came before ``deadline``."""
-        remaining = max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([self.fd], [], [], remaining)
-        if not ready:
-            return False
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            self.eof = True
-        self.buffer += chunk
-        return True
-
-    def readline(self, timeout: float = 10.0) -> str:
-        """The next line (with its newline), or fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            if self.eof:
-                raise AssertionError(f"end of output, no full line (have {self.buffer!r})")
-            if not self._fill(deadline):
-                raise AssertionError(f"no line within {timeout}s (have {self.buffer!r})")
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line.decode(errors="replace") + "\n"
-
-    def peek(self, timeout: float = 0.0) -> str:
-        """Everything read so far, after waiting at most ``timeout`` for more."""
-        if not self.eof:
-            self._fill(time.monotonic() + timeout)
-        return self.buffer.decode(errors="replace")
-
-    def read_to_eof(self, timeout: float = 10.0) -> str:
-        """Everything until end of file, or fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            if not self._fill(deadline):
-                raise AssertionError(f"no end of output within {timeout}s")
-        data, self.buffer = self.buffer, b""
-        return data.decode(errors="replace")
-
-
-def proc_stat(pid: int) -> list[str]:
-    """Fields of ``/proc/PID/stat`` after the command name: [state, ppid, pgrp, ...]."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def state_of(pid: int) -> str | None:
-    """The one-letter state of ``pid``, or None when it is gone."""
-    try:
-        return proc_stat(pid)[0]
-    except (OSError, IndexError):
-        return None
 
 
 def zombies_under(pid: int) -> list[int]:
@@ -213,13 +144,14 @@ def wait_first_line(pid: int, timeout: float = 10.0) -> float:
 class Init:
     """A launched init: the Popen, its stdout as :class:`Lines`, and shortcuts."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], pid1: bool, started: float) -> None:
-        self.proc = proc
-        self.pid1 = pid1
-        self.started = started
-        self.run = Run(proc, pid1)
-        assert proc.stdout is not None
-        self.out = Lines(proc.stdout.fileno())
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.proc = run.proc
+        self.pid1 = run.pid1
+        self.started = run.started
+        assert self.proc.stdout is not None
+        # A reader of its own that decodes leniently; run.out (strict) is left unread.
+        self.out = Lines(self.proc.stdout.fileno())
         self._init_pid: int | None = None
 
     @property
@@ -230,27 +162,8 @@ class Init:
         return self._init_pid
 
     def workload_pid(self, timeout: float = 10.0) -> int:
-        """The workload's PID as seen from the test: the init's oldest child.
-
-        Oldest by start time, not the lowest PID: after a storm of forks the
-        PIDs wrap around and an orphan may have a lower one.
-        """
-        init = self.init_pid
-        holder: list[int] = []
-
-        def found() -> bool:
-            kids = []
-            for kid in children_of(init):
-                try:
-                    kids.append((int(proc_stat(kid)[19]), kid))
-                except (OSError, IndexError, ValueError):
-                    continue
-            if kids:
-                holder.append(min(kids)[1])
-            return bool(kids)
-
-        wait_for(found, timeout, "the workload")
-        return holder[-1]
+        """The workload's PID as seen from the test: the init's oldest child."""
+        return wait_oldest_child(self.init_pid, timeout)
 
     def send(self, signo: int) -> None:
         """Send ``signo`` to the init."""
@@ -289,27 +202,18 @@ def launch(
 
     ``prefix`` runs before the init and must exec it (same PID). On the way
     out, every process under the launcher is stopped and killed by PID, then
-    the launcher's own group.
+    (by :func:`tests.support.start_init`) the launcher's own group.
     """
-    pid1 = mode == "pid1"
-    command = [*(UNSHARE if pid1 else []), *prefix, *init_command(), *args]
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        command,
+    with start_init(
+        args,
+        pid1=mode == "pid1",
         stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
         cwd=cwd,
         pass_fds=pass_fds,
+        prefix=prefix,
         preexec_fn=preexec_fn,
-    )
-    init = Init(proc, pid1, started)
-    try:
-        yield init
-    finally:
-        kill_tree(proc.pid)
-        init.run.kill()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    ) as run:
+        try:
+            yield Init(run)
+        finally:
+            kill_tree(run.proc.pid)

@@ -27,6 +27,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.support import (
+    Lines,
     Run,
     children_of,
     proc_status,
@@ -85,60 +86,23 @@ def one(records: list[Record], event_type: str) -> Record:
     return found[0]
 
 
-class Lines:
-    """Unbuffered line reader on a descriptor, with a bound on every wait."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.seen: list[str] = []
-
-    def readline(self, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line within {timeout}s (seen {self.seen[-5:]})")
-            ready, _, _ = select.select([self.fd], [], [], remaining)
-            if ready:
-                chunk = os.read(self.fd, 65536)
-                if not chunk:
-                    raise AssertionError(f"end of file (seen {self.seen[-5:]})")
-                self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        text = line.decode()
-        self.seen.append(text)
-        return text
-
-    def read_rest(self, timeout: float = 20.0) -> list[str]:
-        """Every remaining line up to end of file."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no end of file within {timeout}s")
-            ready, _, _ = select.select([self.fd], [], [], remaining)
-            if ready:
-                chunk = os.read(self.fd, 65536)
-                if not chunk:
-                    break
-                self.buffer += chunk
-        rest = [line.decode() for line in self.buffer.split(b"\n") if line]
-        self.buffer = b""
-        self.seen += rest
-        return rest
+def stdout_lines(run: Run) -> Lines:
+    """The workload's stdout, line by line, decoded strictly."""
+    assert run.proc.stdout is not None
+    return Lines(run.proc.stdout.fileno(), errors="strict")
 
 
 def read_to_eof(fd: int, timeout: float = 20.0) -> str:
-    """Everything left in a pipe whose writers are (or will soon be) closed."""
-    reader = Lines(fd)
-    return "".join(line + "\n" for line in reader.read_rest(timeout))
+    """The lines left in a pipe whose writers are (or will soon be) closed,
+    empty ones dropped, each ended by a newline."""
+    text = Lines(fd, errors="strict").read_to_eof(timeout)
+    return "".join(line + "\n" for line in text.split("\n") if line)
 
 
 def exchange(run: Run, lines: Lines, signo: int, echoed: int | None = None) -> None:
     """Send ``signo`` to the init and see the workload print what it got."""
     run.send(signo)
-    assert lines.readline() == str(echoed if echoed is not None else signo)
+    assert lines.readline(20, keepends=False) == str(echoed if echoed is not None else signo)
 
 
 @contextmanager
@@ -215,9 +179,8 @@ def test_audit_records_of_a_run(mode: str, tmp_path: Path) -> None:
         "--no-new-privs", "-r", "TERM:USR1", "--", *argv,
     ]  # fmt: skip
     with start_init(args, pid1=mode == "pid1") as run:
-        assert run.proc.stdout is not None
-        lines = Lines(run.proc.stdout.fileno())
-        ready = lines.readline()
+        lines = stdout_lines(run)
+        ready = lines.readline(20, keepends=False)
         assert ready.startswith("ready ")
         wpid = int(ready.split()[1])  # as the init sees it (namespace PID)
         init_pid = run.init_pid
@@ -273,9 +236,8 @@ def test_audit_group_target_and_killed_workload(mode: str, tmp_path: Path) -> No
     with start_init(
         ["-g", "--audit", str(audit), "--", *busy_argv(0, 0)], pid1=mode == "pid1"
     ) as run:
-        assert run.proc.stdout is not None
-        lines = Lines(run.proc.stdout.fileno())
-        wpid = int(lines.readline().split()[1])
+        lines = stdout_lines(run)
+        wpid = int(lines.readline(20, keepends=False).split()[1])
         exchange(run, lines, signal.SIGUSR2)
         os.kill(outside_pid(run.init_pid, wpid), signal.SIGKILL)
         assert run.wait(20) == 128 + signal.SIGKILL
@@ -395,7 +357,7 @@ def drive_faulty(
     Returns what happened: signals forwarded, seconds from the workload's
     exit to the init's, the init's code, its stderr and the workload's lines.
     """
-    ready = lines.readline(60)
+    ready = lines.readline(60, keepends=False)
     assert ready.startswith("ready ")
     init_pid = run.init_pid
     outside = outside_pid(init_pid, int(ready.split()[1]))
@@ -406,20 +368,20 @@ def drive_faulty(
         sent += 1
     exchange(run, lines, signal.SIGHUP)
     sent += 1
-    assert lines.readline(60) == f"made {orphans}"
+    assert lines.readline(60, keepends=False) == f"made {orphans}"
     wait_reaped(init_pid, outside, 60, "the new orphans reaped")
     for i in range(signals):
         exchange(run, lines, signal.SIGUSR2 if i % 2 == 0 else signal.SIGUSR1)
         sent += 1
     run.send(signal.SIGTERM)
     sent += 1
-    assert lines.readline() == str(int(signal.SIGTERM))
+    assert lines.readline(20, keepends=False) == str(int(signal.SIGTERM))
     workload_gone = time.monotonic()
     exit_code = run.wait(30)
     seconds = time.monotonic() - workload_gone
     out, err = run.communicate(10)
-    lines.seen += out.splitlines()
-    assert str(int(signal.SIGPIPE)) not in lines.seen, "a SIGPIPE reached the workload"
+    printed = [*lines.seen, *out.splitlines()]
+    assert str(int(signal.SIGPIPE)) not in printed, "a SIGPIPE reached the workload"
     assert exit_code == code, err
     assert "Traceback" not in err
     return {
@@ -443,8 +405,7 @@ def report(case: str, result: dict[str, Any], dropped: int, written: int) -> Non
 def test_audit_sink_full(mode: str) -> None:
     """/dev/full: every write fails with ENOSPC; nothing else suffers."""
     with start_init(["--audit", "/dev/full", "--", *busy_argv(20, 7)], pid1=mode == "pid1") as run:
-        assert run.proc.stdout is not None
-        result = drive_faulty(run, Lines(run.proc.stdout.fileno()), orphans=20)
+        result = drive_faulty(run, stdout_lines(run), orphans=20)
     dropped = dropped_reported(result["stderr"])
     report(f"/dev/full ({mode})", result, dropped, 0)
     assert dropped >= result["events_at_least"]
@@ -460,8 +421,7 @@ def test_audit_sink_broken_pipe(mode: str) -> None:
             pass_fds=(audit_w,),
         ) as run:
             os.close(audit_w)
-            assert run.proc.stdout is not None
-            result = drive_faulty(run, Lines(run.proc.stdout.fileno()), orphans=20)
+            result = drive_faulty(run, stdout_lines(run), orphans=20)
     dropped = dropped_reported(result["stderr"])
     report(f"broken pipe ({mode})", result, dropped, 0)
     assert dropped >= result["events_at_least"]
@@ -475,9 +435,12 @@ def small_pipe_write_end(write_end: int) -> None:
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
 
 
-def test_audit_sink_stalled() -> None:
-    """A reader that never reads: the init still forwards, reaps, leaves
-    promptly, and reports what it dropped."""
+def drive_stalled(signals: int) -> tuple[dict[str, Any], list[Record], int]:
+    """:func:`drive_faulty` with an audit pipe nobody reads until the init has exited.
+
+    Returns its result, the records the pipe got, and the count of dropped
+    events the init reported.
+    """
     with pipe() as (audit_r, audit_w):
         small_pipe_write_end(audit_w)
         with start_init(
@@ -485,10 +448,15 @@ def test_audit_sink_stalled() -> None:
             pass_fds=(audit_w,),
         ) as run:
             os.close(audit_w)
-            assert run.proc.stdout is not None
-            result = drive_faulty(run, Lines(run.proc.stdout.fileno()), orphans=STALL_ORPHANS)
+            result = drive_faulty(run, stdout_lines(run), orphans=STALL_ORPHANS, signals=signals)
         written = parse_audit(read_to_eof(audit_r))
-    dropped = dropped_reported(result["stderr"])
+    return result, written, dropped_reported(result["stderr"])
+
+
+def test_audit_sink_stalled() -> None:
+    """A reader that never reads: the init still forwards, reaps, leaves
+    promptly, and reports what it dropped."""
+    result, written, dropped = drive_stalled(signals=8)
     report("stalled pipe", result, dropped, len(written))
     assert result["seconds"] < 5, result["seconds"]
     assert dropped > 0
@@ -496,19 +464,7 @@ def test_audit_sink_stalled() -> None:
 
 def test_audit_sink_stalled_counts_every_lost_event() -> None:
     """What the stalled sink never got is all counted in the exit report."""
-    with pipe() as (audit_r, audit_w):
-        small_pipe_write_end(audit_w)
-        with start_init(
-            ["--audit", f"fd:{audit_w}", "--", *busy_argv(STALL_ORPHANS, 7)],
-            pass_fds=(audit_w,),
-        ) as run:
-            os.close(audit_w)
-            assert run.proc.stdout is not None
-            result = drive_faulty(
-                run, Lines(run.proc.stdout.fileno()), orphans=STALL_ORPHANS, signals=2
-            )
-        written = parse_audit(read_to_eof(audit_r))
-    dropped = dropped_reported(result["stderr"])
+    result, written, dropped = drive_stalled(signals=2)
     assert dropped + len(written) >= result["events_at_least"], (dropped, len(written))
 
 
@@ -534,9 +490,8 @@ def test_audit_sink_recovers_and_reports_drops() -> None:
             pass_fds=(audit_w,),
         ) as run:
             os.close(audit_w)
-            assert run.proc.stdout is not None
-            lines = Lines(run.proc.stdout.fileno())
-            ready = lines.readline(60)
+            lines = stdout_lines(run)
+            ready = lines.readline(60, keepends=False)
             assert ready.startswith("ready ")
             init_pid = run.init_pid
             outside = outside_pid(init_pid, int(ready.split()[1]))
@@ -546,7 +501,7 @@ def test_audit_sink_recovers_and_reports_drops() -> None:
                 exchange(run, lines, signal.SIGUSR1 if i % 2 == 0 else signal.SIGUSR2)
                 time.sleep(0.05)
             run.send(signal.SIGTERM)
-            assert lines.readline() == str(int(signal.SIGTERM))
+            assert lines.readline(20, keepends=False) == str(int(signal.SIGTERM))
             assert run.wait(30) == 7
             _, err = run.communicate(10)
         drainer.join(30)

@@ -37,12 +37,17 @@ from typing import Any
 import pytest
 
 from tests.support import (
+    Lines,
     Run,
     children_of,
     descendants_of,
+    oldest_child,
+    ppid_of,
     proc_status,
     signal_set,
     start_init,
+    start_time,
+    state_of,
     wait_for,
     workload,
 )
@@ -55,73 +60,6 @@ MEASURED: dict[str, float] = {}
 # ---------------------------------------------------------------- helpers
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` after the command name ([state, ppid, pgrp, ...]), or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return raw[raw.rfind(b")") + 2 :].decode().split()
-
-
-def starttime(pid: int) -> int | None:
-    """The start time of ``pid`` (clock ticks since boot), or None when it is gone."""
-    fields = stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def state_of(pid: int) -> str | None:
-    """The one-letter state of ``pid``, or None when it is gone."""
-    fields = stat_fields(pid)
-    return fields[0] if fields else None
-
-
-def ppid_of(pid: int) -> int | None:
-    fields = stat_fields(pid)
-    return int(fields[1]) if fields else None
-
-
-class Lines:
-    """Lines from a raw descriptor, with a deadline, and no buffer to hide one in."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.eof = False
-
-    def _fill(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        ready, _, _ = select.select([self.fd], [], [], remaining)
-        if not ready:
-            return False
-        chunk = os.read(self.fd, 65536)
-        self.eof = not chunk
-        self.buffer += chunk
-        return True
-
-    def readline(self, timeout: float = 10.0) -> str:
-        """The next line, without its newline."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            if self.eof:
-                raise AssertionError(f"end of output, no full line (have {self.buffer!r})")
-            if not self._fill(deadline):
-                raise AssertionError(f"no line within {timeout}s (have {self.buffer!r})")
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line.decode(errors="replace")
-
-    def read_to_eof(self, timeout: float = 10.0) -> str:
-        """Everything up to end of file (whoever still holds the pipe fails the test)."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            if not self._fill(deadline):
-                raise AssertionError(f"no end of file within {timeout}s: someone holds the pipe")
-        data, self.buffer = self.buffer, b""
-        return data.decode(errors="replace")
-
-
 class Session:
     """A running init, as seen from the test, with what it saw under the init."""
 
@@ -130,7 +68,7 @@ class Session:
         self.mode = mode
         self.pid1 = mode == "pid1"
         self.init_pid = run.init_pid
-        self.init_start = starttime(self.init_pid)
+        self.init_start = start_time(self.init_pid)
         # A pidfd, so no signal of the test ever reaches a recycled PID.
         self.init_fd = os.pidfd_open(self.init_pid)
         assert run.proc.stdout is not None and run.proc.stderr is not None
@@ -166,7 +104,7 @@ class Session:
     def remember(self, pid: int, start: int | None = None) -> None:
         """Record a global PID (with its start time, read now unless given)."""
         if start is None:
-            start = starttime(pid)
+            start = start_time(pid)
         if start is not None:
             self.seen.setdefault(pid, start)
 
@@ -179,10 +117,13 @@ class Session:
 
     def workload_pid(self) -> int:
         """The workload's global PID: the init's oldest child."""
-        kids = [(starttime(kid), kid) for kid in children_of(self.init_pid)]
-        started = [(start, kid) for start, kid in kids if start is not None]
-        assert started, "the init has no child"
-        return min(started)[1]
+        kid = oldest_child(self.init_pid)
+        assert kid is not None, "the init has no child"
+        return kid
+
+    def readline(self, timeout: float = 10.0) -> str:
+        """One line of the workload's stdout, without its newline."""
+        return self.out.readline(timeout, keepends=False)
 
     # -- acting
 
@@ -219,7 +160,7 @@ class Session:
 
     def survivors(self) -> list[int]:
         """The PIDs seen that still name the same process (alive or zombie)."""
-        return sorted(pid for pid, start in self.seen.items() if starttime(pid) == start)
+        return sorted(pid for pid, start in self.seen.items() if start_time(pid) == start)
 
     def assert_nothing_outlived(self) -> None:
         assert self.run.proc.poll() is not None, "the init still runs"
@@ -233,7 +174,7 @@ class Session:
         """Kill, by PID, whatever runs under the init and whatever the test saw."""
         for _ in range(50):
             pids = set(self.survivors())
-            if starttime(self.init_pid) == self.init_start:
+            if start_time(self.init_pid) == self.init_start:
                 pids.update(descendants_of(self.init_pid))
                 for pid in pids:
                     self.remember(pid)
@@ -312,7 +253,7 @@ class TreeRun:
 
     def ready(self) -> dict[str, Any]:
         """Wait for the leftovers to be in place and the init to be up."""
-        self.info = json.loads(self.session.out.readline(15))
+        self.info = json.loads(self.session.readline(15))
         self.session.wait_up()
         self.session.remember_reported(self.info)
         self.session.collect()
@@ -449,7 +390,7 @@ def test_process_reparented_during_shutdown_is_ended(mode: str, kind: str, tmp_p
     child, child_start = (int(word) for word in lines[0].split()[4:6])
     if not result.session.pid1:
         # The new process never appeared in the test's snapshot: check it by start time.
-        assert starttime(child) != child_start, f"pid {child} outlived the init"
+        assert start_time(child) != child_start, f"pid {child} outlived the init"
     assert reaped(result.stderr, pid, "exited with 0"), result.stderr
     assert child in signalled(result.stderr, "SIGTERM"), result.stderr
     if kind == "refork":
@@ -484,23 +425,33 @@ def test_process_reparented_during_shutdown_gets_sigterm_despite_a_stubborn_one(
 # ------------------------------------------------------------ --kill-after
 
 
+def timed_exit(session: Session, sent: float) -> tuple[int, float, str]:
+    """Wait for the init's exit and check that nothing outlived it.
+
+    Returns its code, the seconds from ``sent`` (a ``time.monotonic()``) to
+    its exit, and its stderr.
+    """
+    code = session.wait_exit(10)
+    assert session.exited_at is not None
+    took = session.exited_at - sent
+    stderr = session.stderr()
+    session.assert_nothing_outlived()
+    return code, took, stderr
+
+
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_kill_after_kills_a_workload_that_ignores_the_stop_signal(
     mode: str, signo: signal.Signals
 ) -> None:
     args = ["--kill-after", "0.5", "-v", "-w", "--", *workload("shutdown_stubborn.py")]
     with launch(args, mode) as session:
-        assert session.out.readline().startswith("ready ")
+        assert session.readline().startswith("ready ")
         session.wait_up()
         session.collect()
         sent = time.monotonic()
         session.send(signo)
-        assert session.out.readline() == f"workload {int(signo)}"
-        code = session.wait_exit(10)
-        assert session.exited_at is not None
-        took = session.exited_at - sent
-        stderr = session.stderr()
-        session.assert_nothing_outlived()
+        assert session.readline() == f"workload {int(signo)}"
+        code, took, stderr = timed_exit(session, sent)
     assert code == 137, stderr
     assert 0.45 <= took < 4.0, f"the init exited {took:.3f} s after the {signo.name}"
     assert "sent SIGKILL to pid" in stderr, stderr
@@ -511,20 +462,16 @@ def test_kill_after_with_pgroup_kills_the_whole_group(mode: str) -> None:
     # still wait for it when the test gives up on it.
     args = ["--kill-after", "0.5", "-g", "-t", "30", "-v", "-w", "--"]
     with launch([*args, *workload("shutdown_stubborn.py", "member")], mode) as session:
-        words = session.out.readline().split()
+        words = session.readline().split()
         assert words[0] == "ready"
         member = int(words[2])
         session.wait_up()
         assert len(session.collect()) == 2
         sent = time.monotonic()
         session.send(signal.SIGTERM)
-        got = sorted(session.out.readline() for _ in range(2))
+        got = sorted(session.readline() for _ in range(2))
         assert got == ["member 15", "workload 15"]
-        code = session.wait_exit(10)
-        assert session.exited_at is not None
-        took = session.exited_at - sent
-        stderr = session.stderr()
-        session.assert_nothing_outlived()
+        code, took, stderr = timed_exit(session, sent)
     assert code == 137, stderr
     assert 0.45 <= took < 4.0, f"the init exited {took:.3f} s after the SIGTERM"
     assert "sent SIGKILL to group" in stderr, stderr
@@ -535,17 +482,13 @@ def test_kill_after_with_pgroup_kills_the_whole_group(mode: str) -> None:
 def test_kill_after_without_pgroup_leaves_the_group_to_the_shutdown(mode: str) -> None:
     args = ["--kill-after", "0.3", "-t", "1", "-v", "-w", "--"]
     with launch([*args, *workload("shutdown_stubborn.py", "member")], mode) as session:
-        member = int(session.out.readline().split()[2])
+        member = int(session.readline().split()[2])
         session.wait_up()
         session.collect()
         sent = time.monotonic()
         session.send(signal.SIGTERM)
-        assert session.out.readline() == "workload 15"
-        code = session.wait_exit(10)
-        assert session.exited_at is not None
-        took = session.exited_at - sent
-        stderr = session.stderr()
-        session.assert_nothing_outlived()
+        assert session.readline() == "workload 15"
+        code, took, stderr = timed_exit(session, sent)
     assert code == 137, stderr
     # 0.3 s to the workload's SIGKILL, then the member's grace of 1 s.
     assert 1.2 <= took < 5.0, f"the init exited {took:.3f} s after the SIGTERM"
@@ -555,12 +498,12 @@ def test_kill_after_without_pgroup_leaves_the_group_to_the_shutdown(mode: str) -
 
 def test_without_kill_after_a_workload_ignoring_sigterm_keeps_running(mode: str) -> None:
     with launch(["-v", "--", *workload("shutdown_stubborn.py")], mode) as session:
-        assert session.out.readline().startswith("ready ")
+        assert session.readline().startswith("ready ")
         session.wait_up()
         session.collect()
         child = session.workload_pid()
         session.send(signal.SIGTERM)
-        assert session.out.readline() == "workload 15"
+        assert session.readline() == "workload 15"
         with pytest.raises(subprocess.TimeoutExpired):
             session.run.proc.wait(timeout=1.0)
         assert state_of(child) not in (None, "Z"), "the workload was ended"
@@ -574,13 +517,13 @@ def test_without_kill_after_a_workload_ignoring_sigterm_keeps_running(mode: str)
 
 def test_sigterm_twice_while_the_workload_stops_slowly(mode: str) -> None:
     with launch(["--", *workload("shutdown_slow_term.py", "0.5", "3")], mode) as session:
-        assert session.out.readline().startswith("ready ")
+        assert session.readline().startswith("ready ")
         session.wait_up()
         session.collect()
         sent = time.monotonic()
         session.send(signal.SIGTERM)
         session.send(signal.SIGTERM)
-        assert session.out.readline() == "term"
+        assert session.readline() == "term"
         code = session.wait_exit(10)
         assert session.exited_at is not None
         took = session.exited_at - sent
@@ -593,7 +536,7 @@ def test_sigterm_storm_during_the_exit_never_kills_the_init(mode: str) -> None:
     # SIGTERM every 2 ms from the first one to the init's exit: some arrive while
     # the workload exits, some during the shutdown, some as the init leaves.
     with launch(["--", *workload("shutdown_slow_term.py", "0.05", "3")], mode) as session:
-        assert session.out.readline().startswith("ready ")
+        assert session.readline().startswith("ready ")
         session.wait_up()
         session.collect()
         probe = os.pidfd_open(session.run.proc.pid)

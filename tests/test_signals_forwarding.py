@@ -24,7 +24,7 @@ from tests.sigreap_helpers import (
     find_init_pid,
     first_line_ran,
     launch,
-    proc_stat,
+    pgrp_of,
     proc_status,
     signal_set,
     state_of,
@@ -164,7 +164,7 @@ def test_pgroup_signals_reach_the_whole_group(mode: str, flags: list[str]) -> No
         assert init.readline().startswith("ready")
         child = init.workload_pid()
         (grandchild,) = children_of(child)
-        assert int(proc_stat(grandchild)[2]) == child  # same process group
+        assert pgrp_of(grandchild) == child  # same process group
         init.send(signal.SIGUSR1)
         got = {init.readline(5), init.readline(5)}
         assert got == {"child 10\n", "grandchild 10\n"}
@@ -181,7 +181,7 @@ def test_single_child_signals_reach_the_workload_alone(mode: str, flags: list[st
         assert init.readline().startswith("ready")
         child = init.workload_pid()
         (grandchild,) = children_of(child)
-        assert int(proc_stat(grandchild)[2]) == child
+        assert pgrp_of(grandchild) == child
         init.send(signal.SIGUSR1)
         assert init.readline(5) == "child 10\n"
         # Ask the grandchild directly: had it got the SIGUSR1 (sent earlier,
@@ -256,10 +256,10 @@ def test_workload_runs_in_its_own_process_group(mode: str) -> None:
     with launch(["sleep", "30"], mode) as init:
         child = init.workload_pid()
         wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("sleep"), 10, "exec")
-        workload_pgrp = int(proc_stat(child)[2])
-        init_pgrp = int(proc_stat(init.init_pid)[2])
+        workload_pgrp = pgrp_of(child)
+        init_pgrp = pgrp_of(init.init_pid)
         assert workload_pgrp == child
-        assert init_pgrp != workload_pgrp
+        assert init_pgrp not in (None, workload_pgrp)
         init.send(signal.SIGTERM)
         assert init.wait(10) == 128 + signal.SIGTERM
 
@@ -562,7 +562,7 @@ def test_workload_gets_the_terminal_foreground(mode: str) -> None:
             # From outside: the pty's foreground group is the workload's.
             child = init.workload_pid()
             assert os.tcgetpgrp(master) == child
-            assert int(proc_stat(init.init_pid)[2]) != child
+            assert pgrp_of(init.init_pid) not in (None, child)
             init.send(signal.SIGTERM)
             assert init.wait(10) == 128 + signal.SIGTERM
     finally:
