@@ -104,25 +104,39 @@ class PidFd:
         return self._status
 
     async def wait(self) -> ExitStatus:
-        """Wait until the process exits, reap it and return its status."""
+        """Wait until the process exits, reap it and return its status.
+
+        Raises ``ValueError`` if the pidfd is closed, before or during the wait.
+        """
         while True:
             status = self.poll()
             if status is not None:
                 await checkpoint()
                 return status
+            await self._wait_readable()
+
+    async def _wait_readable(self) -> None:
+        try:
             await wait_readable(self._fd)
+        except Exception as exc:
+            # Closed under the waiter: trio and anyio each raise their own
+            # ClosedResourceError; callers get one error, on either backend.
+            if self._fd < 0:
+                raise ValueError("pidfd is closed") from exc
+            raise
 
     async def wait_exited(self) -> None:
         """Wait until the process has exited, without reaping it.
 
         Works for processes that are not this process's children too.
+        Raises ``ValueError`` if the pidfd is closed, before or during the wait.
         """
         if self._fd < 0:
             raise ValueError("pidfd is closed")
         if self._status is not None:
             await checkpoint()
             return
-        await wait_readable(self._fd)
+        await self._wait_readable()
 
     def send_signal(self, signo: int, *, group: bool = False) -> None:
         """Send ``signo`` to the process, or to its process group with ``group``.
@@ -149,7 +163,7 @@ class PidFd:
             signal.pidfd_send_signal(self._fd, signo, None, 0)
 
     def close(self) -> None:
-        """Close the descriptor; a task waiting on it is woken with an error."""
+        """Close the descriptor; a task waiting on it is woken with ``ValueError``."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             _notify_closing(fd)

@@ -29,7 +29,6 @@ from typing import Any, TextIO
 import anyio
 import anyio.abc
 import sniffio
-import trio
 
 from nucleus_trio.audit import Event
 from nucleus_trio.environment import workload_environment
@@ -364,7 +363,7 @@ class Supervisor:
             # survives even SIGKILL, which ends the wait.
             with anyio.CancelScope(shield=True):
                 status = await process.pidfd.wait()
-        except (StatusLostError, ValueError, anyio.ClosedResourceError, trio.ClosedResourceError):
+        except (StatusLostError, ValueError):  # ValueError: the pidfd was closed
             pass  # the status stays unknown: wait() raises StatusLostError
         finally:
             process._status = status
