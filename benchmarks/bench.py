@@ -668,6 +668,7 @@ class Params:
     early_window: float = 0.050
     early_timeout: float = 2.0
     early_workers: int = 2
+    reference_signals: int = 1000
     profile_signals: int = 400
 
 
@@ -713,6 +714,7 @@ class Raw:
     storm: dict[str, list[StormRun]] = field(default_factory=dict)
     burst: dict[str, list[BurstRun]] = field(default_factory=dict)
     early: dict[str, list[EarlyTrial]] = field(default_factory=dict)
+    reference_us: dict[str, list[float]] = field(default_factory=dict)
     profile: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -775,30 +777,22 @@ def phase_true(inits: Sequence[Init], raw: Raw, p: Params) -> None:
                 raw.true_ms.setdefault(init.name, []).append((t_end - t0) / 1e6)
 
 
-def phase_steady(inits: Sequence[Init], references: Sequence[Init], raw: Raw, p: Params) -> None:
+def phase_steady(inits: Sequence[Init], raw: Raw, p: Params) -> None:
     """The four inits side by side, each PID 1 with a sigwait workload: RSS at
     rest, idle cost over ``p.idle`` seconds, then signal forwarding latency
-    with the signals alternating among them and the reference forwarders
-    (``references``, in the signal round only)."""
-    sigwait = str(BUILD / "sigwait")
+    with the signals alternating among them."""
     sessions: list[tuple[Init, Session]] = []
     try:
-        for init in [*inits, *references]:
-            session = Session([*init.command, sigwait], pid1=True, label=f"{init.name}-steady")
-            sessions.append((init, session))
-            session.start()
-            session.expect("R", 10)
-            warm_up(session)
+        start_sigwait_sessions(inits, "steady", sessions)
         settle(1.0)
-        measured = sessions[: len(inits)]
-        before = {init.name: (cpu_ns(s.pid), context_switches(s.pid)) for init, s in measured}
+        before = {init.name: (cpu_ns(s.pid), context_switches(s.pid)) for init, s in sessions}
         settle(p.idle)
-        for init, s in measured:
+        for init, s in sessions:
             cpu0, ctx0 = before[init.name]
             raw.idle_cpu_ms[init.name] = (cpu_ns(s.pid) - cpu0) / 1e6
             raw.idle_ctx[init.name] = context_switches(s.pid) - ctx0
             raw.rss_rest_kib[init.name] = status_fields(s.pid).get("VmRSS", 0)
-        note(f"idle done; {p.signals} signals to each init and reference forwarder")
+        note(f"idle done; {p.signals} signals to each init")
         times, lost = send_signals(sessions, p.signals, random.Random(1))
         for name, pairs in times.items():
             raw.signal_us[name] = [(got - sent) / 1e3 for sent, got in pairs]
@@ -808,6 +802,25 @@ def phase_steady(inits: Sequence[Init], references: Sequence[Init], raw: Raw, p:
     finally:
         for _, s in sessions:
             s.close()
+
+
+def start_sigwait_sessions(
+    inits: Sequence[Init],
+    label: str,
+    sessions: list[tuple[Init, Session]],
+    env: Callable[[Init], dict[str, str] | None] = lambda init: None,
+) -> None:
+    """Start each init as PID 1 over ``sigwait`` and wait until it forwards;
+    ``sessions`` gets each one as soon as it exists (the caller closes them)."""
+    sigwait = str(BUILD / "sigwait")
+    for init in inits:
+        session = Session(
+            [*init.command, sigwait], pid1=True, label=f"{init.name}-{label}", env=env(init)
+        )
+        sessions.append((init, session))
+        session.start()
+        session.expect("R", 20)
+        warm_up(session)
 
 
 def send_signals(
@@ -832,37 +845,58 @@ def send_signals(
     return times, lost
 
 
-def phase_profile(forwarders: Sequence[Init], raw: Raw, p: Params) -> None:
-    """The signal path of nucleus-trio and of the reference forwarders, stage
-    by stage: each runs with ``signal_profile`` loaded (through a
-    ``sitecustomize``), then its marks are lined up with the harness's
-    ``kill()`` and the workload's receipt."""
+def phase_signal_path(
+    inits: Sequence[Init], references: Sequence[Init], raw: Raw, p: Params
+) -> None:
+    """Where nucleus-trio's forwarding time goes, in two interleaved runs of
+    four: tini, nucleus-trio and the two reference forwarders, plain, then
+    with ``signal_profile`` loaded (through a ``sitecustomize``) into all
+    but tini, whose marks are lined up with the harness's ``kill()`` and the
+    workload's receipt. Four at a time, as in row 3: how many processes run
+    between two signals to one forwarder changes its latency (caches)."""
+    four = [init for init in inits if init.name in (TINI, NUCLEUS)] + list(references)
+    sessions: list[tuple[Init, Session]] = []
+    try:
+        start_sigwait_sessions(four, "reference", sessions)
+        settle(0.5)
+        times, lost = send_signals(sessions, p.reference_signals, random.Random(2))
+        for name, pairs in times.items():
+            raw.reference_us[name] = [(got - sent) / 1e3 for sent, got in pairs]
+        if any(lost.values()):
+            raise BenchError(f"signals lost in the reference run: {lost}")
+        for _, s in sessions:
+            stop(s)
+    finally:
+        for _, s in sessions:
+            s.close()
+
     site = BUILD / "profile_site"
     site.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(signal_profile.SITECUSTOMIZE)
-    sigwait = str(BUILD / "sigwait")
-    sessions: list[tuple[Init, Session]] = []
-    marks_paths: dict[str, Path] = {}
+    marks_paths = {
+        init.name: BUILD / f"profile-{init.name.replace(' ', '-')}.json"
+        for init in four
+        if init.name != TINI
+    }
+    for path in marks_paths.values():
+        path.unlink(missing_ok=True)
+
+    def profiled(init: Init) -> dict[str, str] | None:
+        if init.name not in marks_paths:
+            return None
+        return {
+            **os.environ,
+            "PYTHONPATH": f"{site}{os.pathsep}{HERE}",
+            signal_profile.ENV: str(marks_paths[init.name]),
+        }
+
+    sessions = []
     try:
-        for init in forwarders:
-            marks_paths[init.name] = BUILD / f"profile-{init.name.replace(' ', '-')}.json"
-            marks_paths[init.name].unlink(missing_ok=True)
-            env = {
-                **os.environ,
-                "PYTHONPATH": f"{site}{os.pathsep}{HERE}",
-                signal_profile.ENV: str(marks_paths[init.name]),
-            }
-            session = Session(
-                [*init.command, sigwait], pid1=True, label=f"{init.name}-profile", env=env
-            )
-            sessions.append((init, session))
-            session.start()
-            session.expect("R", 20)
-            warm_up(session)
+        start_sigwait_sessions(four, "profile", sessions, profiled)
         settle(0.5)
         times, lost = send_signals(sessions, p.profile_signals, random.Random(3))
         if any(lost.values()):
-            raise BenchError(f"signals lost by profiled forwarders: {lost}")
+            raise BenchError(f"signals lost in the profiled run: {lost}")
         for _, s in sessions:
             stop(s)
     finally:
@@ -1387,51 +1421,47 @@ def render_table(
     return "\n".join(lines) + "\n"
 
 
-def render_signal_section(raw: Raw, p: Params, names: Sequence[str]) -> str:
+def render_signal_section(raw: Raw, p: Params) -> str:
     """Signal forwarding beside the two reference forwarders, and the
     profiled path stage by stage."""
-    base = median(raw.signal_us.get(TINI, []))
+    if not raw.reference_us:
+        return ""
+    base = median(raw.reference_us.get(TINI, []))
     lines = [
         "",
         "## 3. Signal forwarding: where the time goes",
         "",
-        "The same interleaved run as row 3, with two reference forwarders "
-        "(`benchmarks/workloads/`) that do nothing but forward: the "
-        "*trio-receiver floor* takes the signal from `trio.open_signal_receiver`, as "
-        "the spec has nucleus-trio do; the *signalfd floor* reads a signalfd from "
-        "trio's epoll instead.",
+        "A second interleaved run of four, as in row 3: tini, nucleus-trio and two "
+        "reference forwarders (`benchmarks/workloads/forwarder.py`) that do nothing "
+        "but forward. The *trio-receiver floor* takes the signal from "
+        "`trio.open_signal_receiver`, as the spec has nucleus-trio do; the *signalfd "
+        "floor* reads a signalfd that trio's epoll watches.",
         "",
-        "| forwarder | p50 | p99 | p50 ratio to tini |",
+        f"| forwarder ({p.reference_signals:,} signals each) | p50 | p99 | p50 ratio to tini |",
         "|---|---:|---:|---:|",
     ]
-    for name in names:
-        values = raw.signal_us.get(name)
-        if not values:
-            continue
+    for name, values in raw.reference_us.items():
         r = ratio(median(values), base)
         lines.append(
             f"| {name} | {fmt(median(values), 'µs')} | {fmt(p99(values), 'µs')} | "
             + (f"x{r:.2f}" if r is not None else "n/a")
             + " |"
         )
-    profiled = [name for name in names if name in raw.profile]
+    profiled = list(raw.profile)
     if profiled:
         lines += [
             "",
-            f"Stage by stage: medians of {p.profile_signals:,} signals in a second run, "
-            "each forwarder instrumented by `benchmarks/signal_profile.py` (its hooks "
-            "add a few µs to every stage; the total is the median of the totals, not "
-            "the sum of the medians):",
+            f"Stage by stage: medians of {p.profile_signals:,} signals in a third run of "
+            "the same four, each forwarder but tini instrumented by "
+            "`benchmarks/signal_profile.py` (its hooks add a few µs to every stage; the "
+            "total is the median of the totals, not the sum of the medians):",
             "",
             "| stage | " + " | ".join(profiled) + " |",
             "|---|" + "---:|" * len(profiled),
         ]
         for key, label in signal_profile.STAGES:
-            cells = [
-                fmt(raw.profile[name].get(key), "µs") if key in raw.profile[name] else "—"
-                for name in profiled
-            ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells = [fmt(raw.profile[name].get(key), "µs") for name in profiled]
+            lines.append(f"| {label} | " + " | ".join(cells).replace("n/a", "—") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -1530,6 +1560,7 @@ def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
             burst=2000,
             burst_rounds=1,
             early=min(args.early, 10),
+            reference_signals=50,
             profile_signals=50,
         )
     return params, args
@@ -1565,7 +1596,6 @@ def main(argv: Sequence[str]) -> int:
             Init(TRIO_FLOOR, (str(python), str(WORKLOADS / "forwarder.py"), "trio")),
             Init(SIGNALFD_FLOOR, (str(python), str(WORKLOADS / "forwarder.py"), "signalfd")),
         ]
-        profiled = [init for init in inits if init.name == NUCLEUS] + references
         floor = [str(python), "-I", "-S", "-c", "pass"]
         machine = machine_info(python)
         nucleus_version = run_quiet([str(nucleus), "--version"], "nucleus-trio --version").split()
@@ -1585,11 +1615,11 @@ def main(argv: Sequence[str]) -> int:
             ),
             (
                 f"6+7+3. side by side: RSS, {params.idle:g} s idle, signals",
-                lambda: phase_steady(inits, references, raw, params),
+                lambda: phase_steady(inits, raw, params),
             ),
             (
-                f"3. signal path, stage by stage, {params.profile_signals} signals",
-                lambda: phase_profile(profiled, raw, params),
+                "3. signal path: reference forwarders, then stage by stage",
+                lambda: phase_signal_path(inits, references, raw, params),
             ),
             (
                 f"5. storm of {params.storm} orphans, {params.storm_rounds} rounds",
@@ -1610,7 +1640,7 @@ def main(argv: Sequence[str]) -> int:
         machine["load_at_end"] = load_average()
         rows = build_rows(raw, params, names)
         table = render_table(rows, names, machine, versions)
-        table += render_signal_section(raw, params, [*names, TRIO_FLOOR, SIGNALFD_FLOOR])
+        table += render_signal_section(raw, params)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "latest.md").write_text(table)
         charted = render_chart(rows, names, machine, args.out / "latest.png")
