@@ -845,6 +845,30 @@ def send_signals(
     return times, lost
 
 
+def signal_round(
+    inits: Sequence[Init],
+    label: str,
+    count: int,
+    seed: int,
+    env: Callable[[Init], dict[str, str] | None] = lambda init: None,
+) -> dict[str, list[tuple[int, int]]]:
+    """Start ``inits`` side by side, send each ``count`` SIGUSR1s as
+    :func:`send_signals` does, stop them; a lost signal is an error."""
+    sessions: list[tuple[Init, Session]] = []
+    try:
+        start_sigwait_sessions(inits, label, sessions, env)
+        settle(0.5)
+        times, lost = send_signals(sessions, count, random.Random(seed))
+        if any(lost.values()):
+            raise BenchError(f"signals lost in the {label} run: {lost}")
+        for _, s in sessions:
+            stop(s)
+    finally:
+        for _, s in sessions:
+            s.close()
+    return times
+
+
 def phase_signal_path(
     inits: Sequence[Init], references: Sequence[Init], raw: Raw, p: Params
 ) -> None:
@@ -855,20 +879,9 @@ def phase_signal_path(
     workload's receipt. Four at a time, as in row 3: how many processes run
     between two signals to one forwarder changes its latency (caches)."""
     four = [init for init in inits if init.name in (TINI, NUCLEUS)] + list(references)
-    sessions: list[tuple[Init, Session]] = []
-    try:
-        start_sigwait_sessions(four, "reference", sessions)
-        settle(0.5)
-        times, lost = send_signals(sessions, p.reference_signals, random.Random(2))
-        for name, pairs in times.items():
-            raw.reference_us[name] = [(got - sent) / 1e3 for sent, got in pairs]
-        if any(lost.values()):
-            raise BenchError(f"signals lost in the reference run: {lost}")
-        for _, s in sessions:
-            stop(s)
-    finally:
-        for _, s in sessions:
-            s.close()
+    times = signal_round(four, "reference", p.reference_signals, 2)
+    for name, pairs in times.items():
+        raw.reference_us[name] = [(got - sent) / 1e3 for sent, got in pairs]
 
     site = BUILD / "profile_site"
     site.mkdir(parents=True, exist_ok=True)
@@ -890,18 +903,7 @@ def phase_signal_path(
             signal_profile.ENV: str(marks_paths[init.name]),
         }
 
-    sessions = []
-    try:
-        start_sigwait_sessions(four, "profile", sessions, profiled)
-        settle(0.5)
-        times, lost = send_signals(sessions, p.profile_signals, random.Random(3))
-        if any(lost.values()):
-            raise BenchError(f"signals lost in the profiled run: {lost}")
-        for _, s in sessions:
-            stop(s)
-    finally:
-        for _, s in sessions:
-            s.close()
+    times = signal_round(four, "profile", p.profile_signals, 3, profiled)
     for name, path in marks_paths.items():
         try:
             marks = [(str(kind), int(at)) for kind, at in json.loads(path.read_text())]

@@ -123,22 +123,20 @@ def _cycle_stages(cycle: Sequence[Mark], signo: int) -> dict[str, float] | None:
     task = steps[-1]
     handler = next((i for i, m in enumerate(cycle) if m[0] == f"handler:{signo}"), None)
     if handler is not None:
-        first = handler
-        io = next((i for i in range(first, len(cycle)) if cycle[i][0] == "io"), None)
+        io = next((i for i in range(handler, len(cycle)) if cycle[i][0] == "io"), None)
     else:
         # A signalfd: the cycle starts where the loop left the wait that the
         # signal ended, the last one before the forwarding task's step.
         io = max((i for i in range(task) if cycle[i][0] == "io"), default=None)
-        first = io if io is not None else 0
     if io is None:
         return None
-    entry = next((i for i in steps if i > io and "run_sync_soon" in cycle[i][0]), None)
+    first = io if handler is None else handler
     marks = {"first": cycle[first][1], "io": cycle[io][1], "task": cycle[task][1], "send": send_at}
+    entry = next((i for i in steps if i > io and "run_sync_soon" in cycle[i][0]), None)
     if entry is not None:
         entry_end = next((i for i in range(entry, len(cycle)) if cycle[i][0] == "end"), None)
         if entry_end is None:
             return None
-        marks["entry_start"] = cycle[entry][1]
         marks["entry_end"] = cycle[entry_end][1]
     return {key: float(value) for key, value in marks.items()}
 
@@ -161,7 +159,7 @@ def stages(
         if b is None or not kill <= b["first"] <= b["send"] <= receipt:
             continue
         per["kernel_in"].append(b["first"] - kill)
-        if "entry_start" in b:
+        if "entry_end" in b:
             per["handler"].append(b["io"] - b["first"])
             per["entry_queue"].append(b["entry_end"] - b["io"])
             per["turn"].append(b["task"] - b["entry_end"])

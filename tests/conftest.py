@@ -6,18 +6,13 @@ import os
 
 import pytest
 
+from nucleus_trio.config import PEER_VARIABLES
 from tests.support import pidns_available
 
 # The peers' variables change the init's defaults (see test_peer_environment):
 # one set in the environment of the test run would change what every test
 # sees, so the tests that want them set them.
-for _variable in (
-    "TINI_SUBREAPER",
-    "TINI_KILL_PROCESS_GROUP",
-    "TINI_VERBOSITY",
-    "DUMB_INIT_DEBUG",
-    "CATATONIT_DEBUG",
-):
+for _variable in PEER_VARIABLES:
     os.environ.pop(_variable, None)
 
 _PIDNS = pidns_available()

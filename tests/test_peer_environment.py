@@ -13,17 +13,8 @@ import subprocess
 
 import pytest
 
-from nucleus_trio.config import Action, Config, UsageError, parse_args
+from nucleus_trio.config import PEER_VARIABLES, Action, Config, UsageError, parse_args
 from tests.support import children_of, run_init, start_init, workload
-
-PEER_VARIABLES = (
-    "TINI_SUBREAPER",
-    "TINI_KILL_PROCESS_GROUP",
-    "TINI_VERBOSITY",
-    "DUMB_INIT_DEBUG",
-    "DUMB_INIT_SETSID",
-    "CATATONIT_DEBUG",
-)
 
 
 def parsed(environ: dict[str, str], *flags: str) -> Config:
@@ -34,7 +25,8 @@ def parsed(environ: dict[str, str], *flags: str) -> Config:
 
 def environment(**variables: str) -> dict[str, str]:
     """The test run's environment without any peer variable, plus ``variables``."""
-    env = {key: value for key, value in os.environ.items() if key not in PEER_VARIABLES}
+    unset = (*PEER_VARIABLES, "DUMB_INIT_SETSID")
+    env = {key: value for key, value in os.environ.items() if key not in unset}
     return {**env, **variables}
 
 

@@ -428,6 +428,15 @@ def _expand_long(word: str) -> str:
 #: The most logging (debug); the default is 1 (warnings).
 MAX_VERBOSITY = 3
 
+#: The peers' environment variables that :func:`parse_args` reads.
+PEER_VARIABLES = (
+    "TINI_SUBREAPER",
+    "TINI_KILL_PROCESS_GROUP",
+    "TINI_VERBOSITY",
+    "DUMB_INIT_DEBUG",
+    "CATATONIT_DEBUG",
+)
+
 
 def _apply_peer_environment(draft: _Draft, environ: Mapping[str, str]) -> None:
     """Defaults from the environment variables of tini, dumb-init and
