@@ -335,7 +335,15 @@ def test_descriptors_and_directory(mode: str, tmp_path: Path) -> None:
             assert init.readline() == f"{tmp_path}\n"
 
             child = init.workload_pid()
-            wait_for(lambda: os.readlink(f"/proc/{child}/exe").endswith("sleep"), 10, "exec")
+            # Asleep in sleep(1), not just exec'd: until then the dynamic
+            # loader may hold a descriptor of its own (ld.so.cache, libc).
+            wait_for(
+                lambda: (
+                    os.readlink(f"/proc/{child}/exe").endswith("sleep") and state_of(child) == "S"
+                ),
+                10,
+                "sleep to start sleeping",
+            )
             assert {int(x) for x in os.listdir(f"/proc/{child}/fd")} == {0, 1, 2, fd}
             assert os.readlink(f"/proc/{child}/fd/{fd}") == str(held)
             assert os.readlink(f"/proc/{child}/cwd") == str(tmp_path)
