@@ -1,9 +1,14 @@
-"""The command line: parsing and validation into an immutable :class:`Config`.
+"""The command line: one table of options (:data:`OPTIONS`), and the parser,
+the ``-h`` text and the immutable :class:`Config` that follow from it.
 
 Pure and standard-library only: it runs before the workload is spawned, where
 ``argparse`` (10 ms), ``attrs`` (45 ms) or ``re`` (8 ms) would delay the
 workload's start. Options end at ``--`` or at the first word that is not an
 option, so ``nucleus-trio cmd -g`` passes ``-g`` to ``cmd``.
+
+A new flag is one new row of :data:`OPTIONS` (with a parser function if its
+value is of a new kind) and, when it sets a new field, that field's type among
+:class:`Config`'s annotations, which is all mypy needs.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from nucleus_trio.signals import SignalSpecError, parse_rewrite, parse_signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     from nucleus_trio.identity import Identity
 
@@ -21,203 +27,21 @@ PROG = "nucleus-trio"
 
 USAGE = f"usage: {PROG} [OPTIONS] [--] PROGRAM [ARGS...]   (or {PROG} -P [OPTIONS])"
 
-HELP = f"""{USAGE}
-
-Run PROGRAM as the workload of an init: forward signals to it, reap orphaned
-zombies, and exit with its status (128+S when a signal S killed it).
-
-options:
-  -s, --subreaper          register as child subreaper (default when not PID 1)
-      --no-subreaper       do not register as child subreaper
-  -g, --pgroup             forward signals to the workload's whole process group
-  -c, --single-child       forward signals to the workload alone (default)
-  -r, --rewrite FROM:TO    rewrite a received signal before forwarding it; TO=0
-                           drops it; names (TERM, SIGTERM) or numbers; repeatable
-  -e, --remap-exit CODE    exit 0 when the workload's outcome is CODE (death by
-                           signal S counts as 128+S); repeatable
-  -p, --pdeathsig SIGNAL   have the kernel send SIGNAL to the init when its
-                           parent dies
-  -P, --pause              run no program: reap orphans, exit 0 on SIGINT/SIGTERM
-  -t, --grace SECONDS      when the workload has exited, give the processes left
-                           behind this long after SIGTERM before SIGKILL
-                           (default 5; ends early once they are all gone)
-      --kill-after SECONDS after forwarding SIGTERM or SIGINT, SIGKILL the
-                           workload (its group with -g) if it is still alive
-                           SECONDS later (default: never)
-  -w, --warn-reap          log a warning for every orphan reaped
-      --audit DEST         write audit events as JSON lines to DEST: a file
-                           (appended, created 0600), - for stderr, or fd:N
-      --container-id ID    correlation field of every audit event
-                           (default: the hostname)
-      --container-name NAME
-                           correlation field of every audit event
-                           (default: PROGRAM's base name, or "pause")
-      --redact-args        log only PROGRAM in audit events, not its arguments
-      --clean-env          start the workload from a minimal environment
-                           (PATH, TERM=xterm, HOME=/) instead of the inherited one
-      --env KEY=VALUE      set a variable for the workload; repeatable
-      --sd-notify          pass NOTIFY_SOCKET through (abstract, or under /run/)
-      --no-new-privs       set PR_SET_NO_NEW_PRIVS for the workload
-      --user USER[:GROUP]  run the workload as USER (name or number), with GROUP
-                           or else USER's primary group
-      --groups GROUP[,GROUP...]
-                           the workload's supplementary groups (with --user,
-                           none unless given)
-  -v, --verbose            more logging on stderr (repeatable)
-  -q, --quiet              less logging on stderr
-  -V, --version            print the version and exit
-  -h, --help               print this help and exit
-
-environment (the peers' variables, so an image keeps its settings; flags win):
-  TINI_SUBREAPER           set (to anything): as -s
-  TINI_KILL_PROCESS_GROUP  set (to anything): as -g
-  TINI_VERBOSITY=N         logging level 0-3 (1 is the default, 3 the most)
-  DUMB_INIT_DEBUG=1, CATATONIT_DEBUG
-                           the most logging, as TINI_VERBOSITY=3
-
-exit status: the workload's; 126/127 when PROGRAM cannot be run; 2 on bad usage.
-"""
-
-
 #: Seconds between SIGTERM and SIGKILL for the processes left behind.
 DEFAULT_GRACE = 5.0
 
 #: The largest number of seconds accepted, so a typo cannot mean "forever".
 MAX_SECONDS = 10_000_000.0
 
+#: The most logging (debug); the default is 1 (warnings).
+MAX_VERBOSITY = 3
+
+#: What every option's own environment variable starts with.
+VARIABLE_PREFIX = "NUCLEUS_TRIO_"
+
 
 class UsageError(Exception):
     """A command line that cannot be run; the message is one line for the user."""
-
-
-class Config:
-    """Everything the command line decides, validated and immutable.
-
-    A plain ``__slots__`` class rather than an attrs one: it is built before
-    the workload is spawned, where importing attrs would cost tens of ms.
-    """
-
-    __slots__ = (
-        "argv",
-        "audit",
-        "clean_env",
-        "container_id",
-        "container_name",
-        "env",
-        "grace",
-        "identity",
-        "kill_after",
-        "no_new_privs",
-        "pause",
-        "pdeathsig",
-        "pgroup",
-        "redact_args",
-        "remap_exit",
-        "rewrites",
-        "sd_notify",
-        "subreaper",
-        "verbosity",
-        "warn_reap",
-    )
-
-    argv: tuple[str, ...]
-    audit: str | None
-    clean_env: bool
-    container_id: str | None
-    container_name: str | None
-    env: tuple[tuple[str, str], ...]
-    identity: Identity | None
-    no_new_privs: bool
-    redact_args: bool
-    sd_notify: bool
-    grace: float
-    kill_after: float | None
-    pause: bool
-    pgroup: bool
-    pdeathsig: int | None
-    remap_exit: frozenset[int]
-    rewrites: tuple[tuple[int, int], ...]
-    subreaper: bool | None
-    verbosity: int
-    warn_reap: bool
-
-    def __init__(
-        self,
-        argv: Sequence[str] = (),
-        *,
-        audit: str | None = None,
-        clean_env: bool = False,
-        container_id: str | None = None,
-        container_name: str | None = None,
-        env: Sequence[tuple[str, str]] = (),
-        identity: Identity | None = None,
-        no_new_privs: bool = False,
-        redact_args: bool = False,
-        sd_notify: bool = False,
-        grace: float = DEFAULT_GRACE,
-        kill_after: float | None = None,
-        pause: bool = False,
-        pgroup: bool = False,
-        pdeathsig: int | None = None,
-        remap_exit: frozenset[int] = frozenset(),
-        rewrites: Sequence[tuple[int, int]] = (),
-        subreaper: bool | None = None,
-        verbosity: int = 1,
-        warn_reap: bool = False,
-    ) -> None:
-        values = {
-            "argv": tuple(argv),
-            "audit": audit,
-            "clean_env": clean_env,
-            "container_id": container_id,
-            "container_name": container_name,
-            "env": tuple(env),
-            "identity": identity,
-            "no_new_privs": no_new_privs,
-            "redact_args": redact_args,
-            "sd_notify": sd_notify,
-            "grace": grace,
-            "kill_after": kill_after,
-            "pause": pause,
-            "pgroup": pgroup,
-            "pdeathsig": pdeathsig,
-            "remap_exit": frozenset(remap_exit),
-            "rewrites": tuple(rewrites),
-            "subreaper": subreaper,
-            "verbosity": verbosity,
-            "warn_reap": warn_reap,
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Config is immutable (tried to set {name})")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Config is immutable (tried to delete {name})")
-
-    def _key(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Config) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Config({fields})"
-
-    def wants_subreaper(self, is_pid1: bool) -> bool:
-        """Whether to register as child subreaper: on by default unless PID 1."""
-        if self.subreaper is None:
-            return not is_pid1
-        return self.subreaper
-
-    def rewrite_map(self) -> dict[int, int]:
-        """The rewrite rules as a table; a later rule for a signal wins."""
-        return dict(self.rewrites)
 
 
 class Action:
@@ -226,6 +50,99 @@ class Action:
     RUN = "run"
     HELP = "help"
     VERSION = "version"
+
+
+# The kinds of option, the third column of OPTIONS: how a row changes its
+# field. Plain strings, as ``enum`` would cost an import.
+
+#: No value: set the field to the row's ``const``: ``True``, ``False`` for a
+#: negating switch (``--no-subreaper``, ``-c``), ``0`` for ``-q``.
+SWITCH = "switch"
+#: No value: add one to the field (``-vvv``).
+COUNT = "count"
+#: One value, through the row's parser; the last one given wins.
+VALUE = "value"
+#: One value, through the row's parser, any number of times: :class:`Config`
+#: keeps them all in a collection of the default's type (a tuple keeps their
+#: order, a frozenset does not).
+REPEAT = "repeat"
+#: No value: stop parsing, and ask for the row's ``const`` (an :class:`Action`).
+ACTION = "action"
+
+
+def environment_variable(long: str) -> str:
+    """The environment variable that stands for the long flag ``long``.
+
+    ``--kill-after`` gives ``NUCLEUS_TRIO_KILL_AFTER``. Only the name is
+    defined here: nothing reads these variables yet.
+    """
+    return VARIABLE_PREFIX + long.lstrip("-").upper().replace("-", "_")
+
+
+class Option:
+    """One row of :data:`OPTIONS`: a flag, what it does to which field, its help.
+
+    The columns: ``short`` (``"-s"``, or ``""``) and ``long`` spellings;
+    ``kind`` (:data:`SWITCH`, :data:`COUNT`, :data:`VALUE`, :data:`REPEAT`,
+    :data:`ACTION`); ``field``, the :class:`Config` attribute it sets (``""``
+    for an action), and that field's ``default``; then, by keyword, the
+    ``metavar`` and ``parse`` function of an option that takes a value, the
+    ``const`` a switch stores or an action asks for, and ``help``, the text
+    of its ``-h`` entry with a newline where it must wrap. With ``in_config``
+    false the field only lives during the parse (the user and the groups,
+    which end as ``Config.identity``). Rows are shared by every parse: treat
+    them as read-only.
+    """
+
+    __slots__ = (
+        "const",
+        "default",
+        "field",
+        "help",
+        "in_config",
+        "kind",
+        "long",
+        "metavar",
+        "parse",
+        "short",
+        "takes_value",
+    )
+
+    def __init__(
+        self,
+        short: str,
+        long: str,
+        kind: str,
+        field: str,
+        default: object,
+        *,
+        help: str,
+        metavar: str = "",
+        parse: Callable[[str], object] | None = None,
+        const: object = True,
+        in_config: bool = True,
+    ) -> None:
+        self.short = short  # "" when the option has no short form
+        self.long = long
+        self.kind = kind
+        self.field = field
+        self.default = default
+        self.help = help
+        self.metavar = metavar
+        self.parse = parse
+        self.const = const
+        self.in_config = in_config
+        self.takes_value = kind in (VALUE, REPEAT)
+        # A mistake in the table, not in a command line: stop the import.
+        if (parse is not None) is not self.takes_value:
+            raise TypeError(f"{long}: a parser goes with a value, and only with one")
+        if kind == REPEAT and default not in ((), frozenset()):
+            raise TypeError(f"{long}: a repeatable option starts empty")
+
+    @property
+    def variable(self) -> str:
+        """The environment variable that will stand for this option (not read yet)."""
+        return environment_variable(self.long)
 
 
 def _parse_exit_code(text: str) -> int:
@@ -260,173 +177,262 @@ def parse_seconds(text: str) -> float:
     return value
 
 
-class _Draft:
-    """The mutable state of one parse, frozen into a :class:`Config` at the end."""
+def _parse_groups(text: str) -> list[str]:
+    """Split ``--groups a,b``; a blank value means no supplementary groups."""
+    return [name.strip() for name in text.split(",")] if text.strip() else []
 
-    __slots__ = (
-        "audit",
-        "clean_env",
-        "container_id",
-        "container_name",
-        "env",
-        "grace",
-        "groups",
-        "kill_after",
-        "no_new_privs",
-        "pause",
-        "pdeathsig",
-        "pgroup",
-        "redact_args",
-        "remaps",
-        "rewrites",
-        "sd_notify",
-        "subreaper",
-        "user",
-        "verbosity",
-        "warn_reap",
+
+#: Every option, in the order of ``-h``. A parser raises :class:`UsageError`
+#: with the whole message; the signal and environment modules' own errors get
+#: the flag, as the user spelled it, in front. Rows that share a field (a
+#: switch and its negation) give it the same default.
+OPTIONS: tuple[Option, ...] = (
+    #      short long                kind    field             default
+    Option("-s", "--subreaper",      SWITCH, "subreaper",      None,
+           help="register as child subreaper (default when not PID 1)"),
+    Option("",   "--no-subreaper",   SWITCH, "subreaper",      None, const=False,
+           help="do not register as child subreaper"),
+    Option("-g", "--pgroup",         SWITCH, "pgroup",         False,
+           help="forward signals to the workload's whole process group"),
+    Option("-c", "--single-child",   SWITCH, "pgroup",         False, const=False,
+           help="forward signals to the workload alone (default)"),
+    Option("-r", "--rewrite",        REPEAT, "rewrites",       (),
+           metavar="FROM:TO", parse=parse_rewrite,
+           help="rewrite a received signal before forwarding it; TO=0\n"
+                "drops it; names (TERM, SIGTERM) or numbers; repeatable"),
+    Option("-e", "--remap-exit",     REPEAT, "remap_exit",     frozenset(),
+           metavar="CODE", parse=_parse_exit_code,
+           help="exit 0 when the workload's outcome is CODE (death by\n"
+                "signal S counts as 128+S); repeatable"),
+    Option("-p", "--pdeathsig",      VALUE,  "pdeathsig",      None,
+           metavar="SIGNAL", parse=parse_signal,
+           help="have the kernel send SIGNAL to the init when its\n"
+                "parent dies"),
+    Option("-P", "--pause",          SWITCH, "pause",          False,
+           help="run no program: reap orphans, exit 0 on SIGINT/SIGTERM"),
+    Option("-t", "--grace",          VALUE,  "grace",          DEFAULT_GRACE,
+           metavar="SECONDS", parse=parse_seconds,
+           help="when the workload has exited, give the processes left\n"
+                "behind this long after SIGTERM before SIGKILL\n"
+                f"(default {DEFAULT_GRACE:g}; ends early once they are all gone)"),
+    Option("",   "--kill-after",     VALUE,  "kill_after",     None,
+           metavar="SECONDS", parse=parse_seconds,
+           help="after forwarding SIGTERM or SIGINT, SIGKILL the\n"
+                "workload (its group with -g) if it is still alive\n"
+                "SECONDS later (default: never)"),
+    Option("-w", "--warn-reap",      SWITCH, "warn_reap",      False,
+           help="log a warning for every orphan reaped"),
+    Option("",   "--audit",          VALUE,  "audit",          None,
+           metavar="DEST", parse=parse_audit_destination,
+           help="write audit events as JSON lines to DEST: a file\n"
+                "(appended, created 0600), - for stderr, or fd:N"),
+    Option("",   "--container-id",   VALUE,  "container_id",   None,
+           metavar="ID", parse=str,
+           help="correlation field of every audit event\n"
+                "(default: the hostname)"),
+    Option("",   "--container-name", VALUE,  "container_name", None,
+           metavar="NAME", parse=str,
+           help="correlation field of every audit event\n"
+                '(default: PROGRAM\'s base name, or "pause")'),
+    Option("",   "--redact-args",    SWITCH, "redact_args",    False,
+           help="log only PROGRAM in audit events, not its arguments"),
+    Option("",   "--clean-env",      SWITCH, "clean_env",      False,
+           help="start the workload from a minimal environment\n"
+                "(PATH, TERM=xterm, HOME=/) instead of the inherited one"),
+    Option("",   "--env",            REPEAT, "env",            (),
+           metavar="KEY=VALUE", parse=parse_env_assignment,
+           help="set a variable for the workload; repeatable"),
+    Option("",   "--sd-notify",      SWITCH, "sd_notify",      False,
+           help="pass NOTIFY_SOCKET through (abstract, or under /run/)"),
+    Option("",   "--no-new-privs",   SWITCH, "no_new_privs",   False,
+           help="set PR_SET_NO_NEW_PRIVS for the workload"),
+    Option("",   "--user",           VALUE,  "user",           None,
+           metavar="USER[:GROUP]", parse=str, in_config=False,
+           help="run the workload as USER (name or number), with GROUP\n"
+                "or else USER's primary group"),
+    Option("",   "--groups",         VALUE,  "groups",         None,
+           metavar="GROUP[,GROUP...]", parse=_parse_groups, in_config=False,
+           help="the workload's supplementary groups (with --user,\n"
+                "none unless given)"),
+    Option("-v", "--verbose",        COUNT,  "verbosity",      1,
+           help="more logging on stderr (repeatable)"),
+    Option("-q", "--quiet",          SWITCH, "verbosity",      1, const=0,
+           help="less logging on stderr"),
+    Option("-V", "--version",        ACTION, "",               None, const=Action.VERSION,
+           help="print the version and exit"),
+    Option("-h", "--help",           ACTION, "",               None, const=Action.HELP,
+           help="print this help and exit"),
+)  # fmt: skip
+
+
+#: Every spelling of every option, short and long, to its row.
+_BY_FLAG: dict[str, Option] = {}
+#: The long names, sorted: the candidates for a prefix.
+_LONG_NAMES: list[str] = []
+#: Every field the options set, with its default.
+_DEFAULTS: dict[str, object] = {}
+#: The keyword arguments of :class:`Config`, with their defaults: the
+#: table's fields, but for the parse-only ones, and ``identity``.
+_CONFIG_DEFAULTS: dict[str, object] = {"identity": None}
+#: The fields that hold a list during the parse, frozen by :class:`Config`.
+_REPEATED: set[str] = set()
+# The flags that take no value and the flags that take one (the stress
+# fuzzer builds its command lines from these two).
+_SWITCHES: set[str] = set()
+_VALUED: set[str] = set()
+
+
+def _index(options: Sequence[Option]) -> None:
+    """Fill the lookups above in one pass over the table (it runs at every
+    start); rows that share a field must agree on its default."""
+    for option in options:
+        flags = (option.short, option.long) if option.short else (option.long,)
+        for flag in flags:
+            _BY_FLAG[flag] = option
+        _LONG_NAMES.append(option.long)
+        if option.kind == ACTION:
+            continue
+        (_VALUED if option.takes_value else _SWITCHES).update(flags)
+        if _DEFAULTS.setdefault(option.field, option.default) != option.default:
+            raise TypeError(f"{option.long}: another row gives {option.field} another default")
+        if option.in_config:
+            _CONFIG_DEFAULTS[option.field] = option.default
+        if option.kind == REPEAT:
+            _REPEATED.add(option.field)
+    _LONG_NAMES.sort()
+
+
+_index(OPTIONS)
+#: The fields that only live during the parse.
+_PARSE_ONLY = _DEFAULTS.keys() - _CONFIG_DEFAULTS.keys()
+
+
+class Config:
+    """Everything the command line decides, validated and immutable.
+
+    The fields and their defaults are those of :data:`OPTIONS`, plus ``argv``
+    (the program and its arguments) and ``identity`` (from ``--user`` and
+    ``--groups``). A plain ``__slots__`` class rather than an attrs one: it is
+    built before the workload is spawned, where importing attrs would cost
+    tens of ms.
+    """
+
+    __slots__ = tuple(sorted({"argv", *_CONFIG_DEFAULTS}))
+
+    # The types, for mypy only: the table says which fields exist at run time,
+    # and the check after the class keeps the two lists the same.
+    argv: tuple[str, ...]
+    audit: str | None
+    clean_env: bool
+    container_id: str | None
+    container_name: str | None
+    env: tuple[tuple[str, str], ...]
+    grace: float
+    identity: Identity | None
+    kill_after: float | None
+    no_new_privs: bool
+    pause: bool
+    pdeathsig: int | None
+    pgroup: bool
+    redact_args: bool
+    remap_exit: frozenset[int]
+    rewrites: tuple[tuple[int, int], ...]
+    sd_notify: bool
+    subreaper: bool | None
+    verbosity: int
+    warn_reap: bool
+
+    def __init__(self, argv: Sequence[str] = (), **fields: Any) -> None:
+        unknown = fields.keys() - _CONFIG_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"Config() got unexpected keyword arguments: {sorted(unknown)}")
+        object.__setattr__(self, "argv", tuple(argv))
+        for name, default in _CONFIG_DEFAULTS.items():
+            value = fields.get(name, default)
+            if name in _REPEATED:  # copied, so the caller's list cannot change it
+                value = frozenset(value) if isinstance(default, frozenset) else tuple(value)
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Config is immutable (tried to set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Config is immutable (tried to delete {name})")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Config({fields})"
+
+    def wants_subreaper(self, is_pid1: bool) -> bool:
+        """Whether to register as child subreaper: on by default unless PID 1."""
+        if self.subreaper is None:
+            return not is_pid1
+        return self.subreaper
+
+    def rewrite_map(self) -> dict[int, int]:
+        """The rewrite rules as a table; a later rule for a signal wins."""
+        return dict(self.rewrites)
+
+
+# A row without its annotation above would be a field mypy does not know of
+# (an annotation without a row, one that never exists): stop the import.
+if set(Config.__annotations__) != set(Config.__slots__):
+    raise TypeError(
+        "Config's annotations and OPTIONS disagree on: "
+        f"{sorted(set(Config.__annotations__) ^ set(Config.__slots__))}"
     )
 
-    def __init__(self) -> None:
-        self.audit: str | None = None
-        self.clean_env = False
-        self.container_id: str | None = None
-        self.container_name: str | None = None
-        self.env: list[tuple[str, str]] = []
-        self.groups: list[str] | None = None
-        self.no_new_privs = False
-        self.redact_args = False
-        self.sd_notify = False
-        self.user: str | None = None
-        self.grace = DEFAULT_GRACE
-        self.kill_after: float | None = None
-        self.pause = False
-        self.pgroup = False
-        self.pdeathsig: int | None = None
-        self.remaps: set[int] = set()
-        self.rewrites: list[tuple[int, int]] = []
-        self.subreaper: bool | None = None
-        self.verbosity = 1
-        self.warn_reap = False
 
-    def switch(self, flag: str) -> None:
-        """Apply a flag without a value; later flags override earlier ones."""
-        if flag in ("-s", "--subreaper"):
-            self.subreaper = True
-        elif flag == "--no-subreaper":
-            self.subreaper = False
-        elif flag in ("-g", "--pgroup"):
-            self.pgroup = True
-        elif flag in ("-c", "--single-child"):
-            self.pgroup = False
-        elif flag in ("-P", "--pause"):
-            self.pause = True
-        elif flag in ("-w", "--warn-reap"):
-            self.warn_reap = True
-        elif flag in ("-v", "--verbose"):
-            self.verbosity += 1
-        elif flag in ("-q", "--quiet"):
-            self.verbosity = 0
-        elif flag == "--clean-env":
-            self.clean_env = True
-        elif flag == "--sd-notify":
-            self.sd_notify = True
-        elif flag == "--no-new-privs":
-            self.no_new_privs = True
-        elif flag == "--redact-args":
-            self.redact_args = True
-        else:  # pragma: no cover - the tables below only hold known flags
-            raise UsageError(f"unknown option {flag!r}")
+# ----------------------------------------------------------------------- -h
 
-    def valued(self, flag: str, raw: str) -> None:
-        """Apply a flag with a value; every one of them may be repeated."""
-        try:
-            if flag in ("-r", "--rewrite"):
-                self.rewrites.append(parse_rewrite(raw))
-            elif flag in ("-e", "--remap-exit"):
-                self.remaps.add(_parse_exit_code(raw))
-            elif flag in ("-t", "--grace"):
-                self.grace = parse_seconds(raw)
-            elif flag == "--kill-after":
-                self.kill_after = parse_seconds(raw)
-            elif flag == "--audit":
-                self.audit = parse_audit_destination(raw)
-            elif flag == "--container-id":
-                self.container_id = raw
-            elif flag == "--container-name":
-                self.container_name = raw
-            elif flag == "--env":
-                self.env.append(parse_env_assignment(raw))
-            elif flag == "--user":
-                self.user = raw
-            elif flag == "--groups":
-                self.groups = [name.strip() for name in raw.split(",")] if raw.strip() else []
-            else:
-                self.pdeathsig = parse_signal(raw)
-        except (SignalSpecError, EnvError) as exc:
-            raise UsageError(f"{flag}: {exc}") from None
+#: Where the help column starts; longer flags put their help on the next line.
+_HELP_COLUMN = 27
+_HELP_BREAK = "\n" + " " * _HELP_COLUMN
 
 
-_SWITCHES = frozenset(
-    {
-        "-s",
-        "--subreaper",
-        "--no-subreaper",
-        "-g",
-        "--pgroup",
-        "-c",
-        "--single-child",
-        "-P",
-        "--pause",
-        "-w",
-        "--warn-reap",
-        "-v",
-        "--verbose",
-        "-q",
-        "--quiet",
-        "--clean-env",
-        "--sd-notify",
-        "--no-new-privs",
-        "--redact-args",
-    }
-)
-_VALUED = frozenset(
-    {
-        "-r",
-        "--rewrite",
-        "-e",
-        "--remap-exit",
-        "-p",
-        "--pdeathsig",
-        "-t",
-        "--grace",
-        "--kill-after",
-        "--audit",
-        "--container-id",
-        "--container-name",
-        "--env",
-        "--user",
-        "--groups",
-    }
-)
-_LONG_NAMES = sorted(
-    name for name in (*_SWITCHES, *_VALUED, "--help", "--version") if name.startswith("--")
-)
+def _help_entry(option: Option) -> str:
+    """An option's lines in ``-h``: its flags and value name, then its help."""
+    head = f"  {option.short}, {option.long}" if option.short else f"      {option.long}"
+    if option.metavar:
+        head = f"{head} {option.metavar}"
+    text = option.help.replace("\n", _HELP_BREAK)
+    if len(head) < _HELP_COLUMN:
+        return head.ljust(_HELP_COLUMN) + text
+    return head + _HELP_BREAK + text
 
 
-def _expand_long(word: str) -> str:
-    """Resolve an unambiguous prefix of a long option, as getopt_long does."""
-    if word in _LONG_NAMES:
-        return word
-    matches = [name for name in _LONG_NAMES if name.startswith(word)]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise UsageError(f"ambiguous option {word!r} (could be {', '.join(matches)})")
-    raise UsageError(f"unknown option {word!r}")
+# Built at import, as cli.py imports HELP: one string operation per row.
+_OPTIONS_HELP = "\n".join([_help_entry(option) for option in OPTIONS])
+
+HELP = f"""{USAGE}
+
+Run PROGRAM as the workload of an init: forward signals to it, reap orphaned
+zombies, and exit with its status (128+S when a signal S killed it).
+
+options:
+{_OPTIONS_HELP}
+
+environment (the peers' variables, so an image keeps its settings; flags win):
+  TINI_SUBREAPER           set (to anything): as -s
+  TINI_KILL_PROCESS_GROUP  set (to anything): as -g
+  TINI_VERBOSITY=N         logging level 0-{MAX_VERBOSITY} (1 is the default, 3 the most)
+  DUMB_INIT_DEBUG=1, CATATONIT_DEBUG
+                           the most logging, as TINI_VERBOSITY=3
+
+exit status: the workload's; 126/127 when PROGRAM cannot be run; 2 on bad usage.
+"""
 
 
-#: The most logging (debug); the default is 1 (warnings).
-MAX_VERBOSITY = 3
+# ----------------------------------------------------------- the peers' variables
 
 #: The peers' environment variables that :func:`parse_args` reads.
 PEER_VARIABLES = (
@@ -438,7 +444,7 @@ PEER_VARIABLES = (
 )
 
 
-def _apply_peer_environment(draft: _Draft, environ: Mapping[str, str]) -> None:
+def _apply_peer_environment(values: dict[str, object], environ: Mapping[str, str]) -> None:
     """Defaults from the environment variables of tini, dumb-init and
     catatonit, applied before the flags so that a flag wins.
 
@@ -449,11 +455,11 @@ def _apply_peer_environment(draft: _Draft, environ: Mapping[str, str]) -> None:
     to the workload alone), so it needs nothing.
     """
     if "TINI_SUBREAPER" in environ:
-        draft.subreaper = True
+        values["subreaper"] = True
     if "TINI_KILL_PROCESS_GROUP" in environ:
-        draft.pgroup = True
+        values["pgroup"] = True
     if environ.get("DUMB_INIT_DEBUG") == "1" or "CATATONIT_DEBUG" in environ:
-        draft.verbosity = MAX_VERBOSITY
+        values["verbosity"] = MAX_VERBOSITY
     text = environ.get("TINI_VERBOSITY")
     if text is not None:
         try:
@@ -462,7 +468,10 @@ def _apply_peer_environment(draft: _Draft, environ: Mapping[str, str]) -> None:
             raise UsageError(
                 f"TINI_VERBOSITY must be a whole number (0-{MAX_VERBOSITY}), not {text!r}"
             ) from None
-        draft.verbosity = min(max(level, 0), MAX_VERBOSITY)
+        values["verbosity"] = min(max(level, 0), MAX_VERBOSITY)
+
+
+# ------------------------------------------------------------------ the parser
 
 
 def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[str, Config]:
@@ -473,107 +482,168 @@ def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) ->
     Returns the action (:attr:`Action.RUN`, ``HELP`` or ``VERSION``) and the
     configuration. Raises :class:`UsageError` with a one-line reason.
     """
-    draft = _Draft()
+    # The parse's state: each field's value so far, a fresh list for each
+    # repeatable option (whose default is empty).
+    values = dict(_DEFAULTS)
+    values.update((name, []) for name in _REPEATED)
     # A bad variable must not stop -h or -V: its error waits for the run.
     environment_error: UsageError | None = None
     try:
-        _apply_peer_environment(draft, environ or {})
+        _apply_peer_environment(values, environ or {})
     except UsageError as exc:
         environment_error = exc
-    words = list(args)
+    words = tuple(args)
+    action, index = _scan(words, values)
+    if action != Action.RUN:
+        return action, Config()
+    if environment_error is not None:
+        raise environment_error
+    return Action.RUN, _finish(values, words[index:])
+
+
+def _scan(words: Sequence[str], values: dict[str, object]) -> tuple[str, int]:
+    """Apply the options at the front of ``words`` to ``values``.
+
+    Returns the action (``RUN`` unless ``-h`` or ``-V`` came first) and the
+    index of the program's first word.
+    """
     index = 0
-
-    def take_value(flag: str, inline: str | None) -> str:
-        nonlocal index
-        if inline is not None:
-            return inline
-        if index >= len(words):
-            raise UsageError(f"option {flag} needs a value")
-        index += 1
-        return words[index - 1]
-
     while index < len(words):
         word = words[index]
         if "\0" in word:
             raise UsageError("arguments must not contain NUL bytes")
         if word == "--":
-            index += 1
-            break
+            return Action.RUN, index + 1
         if not word.startswith("-") or word == "-":
             break
         index += 1
         if word.startswith("--"):
-            name, eq, inline = word.partition("=")
-            flag = _expand_long(name)
-            if flag in _VALUED:
-                draft.valued(flag, take_value(flag, inline if eq else None))
-            elif eq:
-                raise UsageError(f"option {flag} takes no value")
-            elif flag == "--help":
-                return Action.HELP, Config()
-            elif flag == "--version":
-                return Action.VERSION, Config()
-            else:
-                draft.switch(flag)
-            continue
-        # A cluster of short options: -vvw, -gr TERM:INT, -rTERM:INT.
-        for position in range(1, len(word)):
-            flag = "-" + word[position]
-            if flag in _VALUED:
-                rest = word[position + 1 :]
-                draft.valued(flag, take_value(flag, rest or None))
-                break
-            if flag == "-h":
-                return Action.HELP, Config()
-            if flag == "-V":
-                return Action.VERSION, Config()
-            if flag not in _SWITCHES:
-                raise UsageError(f"unknown option {flag!r}")
-            draft.switch(flag)
+            action, index = _long_option(word, words, index, values)
+        else:
+            action, index = _short_cluster(word, words, index, values)
+        if action != Action.RUN:
+            return action, index
+    return Action.RUN, index
 
-    if environment_error is not None:
-        raise environment_error
-    program = tuple(words[index:])
+
+def _long_option(
+    word: str, words: Sequence[str], index: int, values: dict[str, object]
+) -> tuple[str, int]:
+    """Apply ``--name``, ``--name=value`` or ``--name value``, where an
+    unambiguous prefix of the name will do; ``index`` is the next word's."""
+    name, eq, inline = word.partition("=")
+    flag = _expand_long(name)
+    option = _BY_FLAG[flag]
+    if option.takes_value:
+        # "--rewrite=" gives the empty value; only a missing "=" takes the next word.
+        if not eq:
+            inline, index = _next_word(flag, words, index)
+        return _apply(option, flag, inline, values), index
+    if eq:
+        raise UsageError(f"option {flag} takes no value")
+    return _apply(option, flag, None, values), index
+
+
+def _short_cluster(
+    word: str, words: Sequence[str], index: int, values: dict[str, object]
+) -> tuple[str, int]:
+    """Apply a cluster of short options: ``-vvw``, ``-gr TERM:INT``, ``-grTERM:INT``."""
+    for position in range(1, len(word)):
+        flag = "-" + word[position]
+        option = _BY_FLAG.get(flag)
+        if option is None:
+            raise UsageError(f"unknown option {flag!r}")
+        if option.takes_value:
+            # The rest of the word is the value, even letters that look like flags.
+            raw = word[position + 1 :]
+            if not raw:
+                raw, index = _next_word(flag, words, index)
+            return _apply(option, flag, raw, values), index
+        action = _apply(option, flag, None, values)
+        if action != Action.RUN:
+            return action, index
+    return Action.RUN, index
+
+
+def _expand_long(word: str) -> str:
+    """Resolve an unambiguous prefix of a long option, as getopt_long does."""
+    if word in _BY_FLAG:
+        return word
+    matches = [name for name in _LONG_NAMES if name.startswith(word)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(f"ambiguous option {word!r} (could be {', '.join(matches)})")
+    raise UsageError(f"unknown option {word!r}")
+
+
+def _next_word(flag: str, words: Sequence[str], index: int) -> tuple[str, int]:
+    """The word at ``index`` as ``flag``'s value, whatever it looks like."""
+    if index >= len(words):
+        raise UsageError(f"option {flag} needs a value")
+    return words[index], index + 1
+
+
+def _apply(option: Option, flag: str, raw: str | None, values: dict[str, object]) -> str:
+    """Apply one option, spelled ``flag``, with its value ``raw`` if it takes
+    one; return the action it asks for. Later options override earlier ones."""
+    if option.kind == ACTION:
+        assert isinstance(option.const, str)
+        return option.const
+    if option.kind == SWITCH:
+        values[option.field] = option.const
+    elif option.kind == COUNT:
+        count = values[option.field]
+        assert isinstance(count, int)
+        values[option.field] = count + 1
+    else:
+        assert option.parse is not None and raw is not None
+        try:
+            value = option.parse(raw)
+        except (SignalSpecError, EnvError) as exc:
+            # Their messages do not say which option was wrong.
+            raise UsageError(f"{flag}: {exc}") from None
+        if option.kind == VALUE:
+            values[option.field] = value
+        else:
+            collected = values[option.field]
+            assert isinstance(collected, list)
+            collected.append(value)
+    return Action.RUN
+
+
+def _finish(values: dict[str, object], program: tuple[str, ...]) -> Config:
+    """Check what no single option can, then freeze the parse into a Config."""
     if any("\0" in word for word in program):
         raise UsageError("arguments must not contain NUL bytes")
-    if draft.pause and program:
+    parse_only = {name: values.pop(name) for name in _PARSE_ONLY}
+    config = Config(program, **values)
+    if config.pause and program:
         raise UsageError("-P/--pause runs no program, but one was given")
-    if not draft.pause and not program:
+    if not config.pause and not program:
         raise UsageError("no PROGRAM given")
     if program and program[0] == "":
         raise UsageError("PROGRAM must not be an empty string")
     try:
-        check_env_assignments(draft.env, clean_env=draft.clean_env, sd_notify=draft.sd_notify)
+        check_env_assignments(config.env, clean_env=config.clean_env, sd_notify=config.sd_notify)
     except EnvError as exc:
         raise UsageError(str(exc)) from None
-    identity = None
-    if draft.user is not None or draft.groups is not None:
-        from nucleus_trio.identity import IdentityError, resolve_identity
+    user, groups = parse_only["user"], parse_only["groups"]
+    if user is None and groups is None:
+        return config
+    # Last: names are looked up in the passwd and group databases, and the
+    # other errors of the line come first.
+    values["identity"] = _resolve_identity(user, groups)
+    return Config(program, **values)
 
-        try:
-            identity = resolve_identity(draft.user, draft.groups)
-        except IdentityError as exc:
-            raise UsageError(str(exc)) from None
-    config = Config(
-        program,
-        audit=draft.audit,
-        clean_env=draft.clean_env,
-        container_id=draft.container_id,
-        container_name=draft.container_name,
-        env=draft.env,
-        identity=identity,
-        no_new_privs=draft.no_new_privs,
-        redact_args=draft.redact_args,
-        sd_notify=draft.sd_notify,
-        grace=draft.grace,
-        kill_after=draft.kill_after,
-        pause=draft.pause,
-        pgroup=draft.pgroup,
-        pdeathsig=draft.pdeathsig,
-        remap_exit=frozenset(draft.remaps),
-        rewrites=draft.rewrites,
-        subreaper=draft.subreaper,
-        verbosity=draft.verbosity,
-        warn_reap=draft.warn_reap,
-    )
-    return Action.RUN, config
+
+def _resolve_identity(user: object, groups: object) -> Identity | None:
+    """The workload's identity from ``--user`` and ``--groups``."""
+    from nucleus_trio.identity import IdentityError, resolve_identity
+
+    assert user is None or isinstance(user, str)
+    assert groups is None or isinstance(groups, list)
+    try:
+        return resolve_identity(user, groups)
+    except IdentityError as exc:
+        raise UsageError(str(exc)) from None
