@@ -80,10 +80,10 @@ SITECUSTOMIZE = textwrap.dedent(
 
         audit.write_all = write_all
     elif fault in ("reaper-early", "reaper-once"):
-        # Every reaping pass the init may use (reap_unclaimed, or the pass of
-        # an init that owns every child), wherever it was imported to.
-        import nucleus_trio.init as init
+        # Every reaping pass the init may use (reap_unclaimed, or reap_any
+        # for an init that owns every child), wherever it was imported to.
         import nucleus_trio.reaper as reaper
+        import nucleus_trio.supervisor as supervisor
 
         calls = [0]
         fired = [False]
@@ -108,23 +108,21 @@ SITECUSTOMIZE = textwrap.dedent(
 
             return reaping_pass
 
-        for module in (reaper, init):
-            for name in ("reap_unclaimed", "reap_all"):
+        for module in (reaper, supervisor):
+            for name in ("reap_unclaimed", "reap_any"):
                 if hasattr(module, name):
                     setattr(module, name, wrap(getattr(module, name)))
-        if hasattr(init._Init, "_reap_owned"):  # the command line's own pass
-            init._Init._reap_owned = wrap(init._Init._reap_owned)
     elif fault == "dispatch-raise":
-        import nucleus_trio.init as init
+        import nucleus_trio.supervisor as supervisor
 
-        original_route = init.route_signal
+        original_route = supervisor.route_signal
 
         def route_signal(signo, rewrites):
             if signo == signal.SIGURG:
                 raise RuntimeError("injected fault: route_signal")
             return original_route(signo, rewrites)
 
-        init.route_signal = route_signal
+        supervisor.route_signal = route_signal
     elif fault == "pidfd-eperm":
         # A seccomp profile that refuses pidfd_open (Docker's default one did
         # before 20.10), between the workload's start and trio's.

@@ -15,7 +15,6 @@ from nucleus_trio.signals import (
     FORWARDED,
     SIGRTMIN,
     parse_rewrite,
-    rewrite_table,
     signal_name,
 )
 
@@ -110,7 +109,7 @@ def test_route_through_parsed_rules(rules: list[tuple[int, int]], received: int)
     texts = [f"{signal_name(src)}:{signal_name(dst) if dst else '0'}" for src, dst in rules]
     parsed = [parse_rewrite(text) for text in texts]
     assert parsed == rules
-    table = rewrite_table(parsed)
+    table = dict(parsed)  # as Config.rewrite_map: a later rule wins
     expected = received
     for src, dst in rules:
         if src == received:

@@ -29,7 +29,6 @@ from nucleus_trio.signals import (
     SignalSpecError,
     parse_rewrite,
     parse_signal,
-    rewrite_table,
     signal_name,
 )
 
@@ -339,9 +338,12 @@ def test_parse_rewrite_total(text: str) -> None:
         assert target == 0 or target in VALID
 
 
-def test_rewrite_table_later_rule_wins() -> None:
-    assert rewrite_table([]) == {}
-    assert rewrite_table([(15, 2), (1, 0), (15, 3)]) == {15: 3, 1: 0}
+def test_rewrite_map_later_rule_wins() -> None:
+    from nucleus_trio.config import parse_args
+
+    assert parse_args(["--", "x"])[1].rewrite_map() == {}
+    _, config = parse_args(["-r", "TERM:INT", "-r", "HUP:0", "-r", "TERM:QUIT", "--", "x"])
+    assert config.rewrite_map() == {15: 3, 1: 0}
 
 
 # ------------------------------------------------------------------------ sets

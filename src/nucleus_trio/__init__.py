@@ -9,18 +9,20 @@ use.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from nucleus_trio.audit import Event, EventLog
+    from nucleus_trio.audit import EventLog
     from nucleus_trio.command import run_command
     from nucleus_trio.config import Config, UsageError, parse_args
+    from nucleus_trio.events import Event
     from nucleus_trio.forwarding import SignalRoute, route_signal
     from nucleus_trio.identity import Identity, resolve_identity
     from nucleus_trio.pidfd import PidFd, StatusLostError
+    from nucleus_trio.process import Process
     from nucleus_trio.reaper import Reaper, reap_unclaimed
     from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
     from nucleus_trio.signals import parse_signal, signal_name
     from nucleus_trio.spawn import SpawnError, fork_exec
     from nucleus_trio.status import ExitStatus, init_exit_code
-    from nucleus_trio.supervisor import Process, Supervisor, open_supervisor
+    from nucleus_trio.supervisor import Supervisor, open_supervisor
 
 __all__ = [
     "Config",
@@ -53,7 +55,7 @@ __all__ = [
 _HOMES = {
     "Identity": "identity",
     "resolve_identity": "identity",
-    "Process": "supervisor",
+    "Process": "process",
     "Supervisor": "supervisor",
     "open_supervisor": "supervisor",
     "run_command": "command",
@@ -62,7 +64,7 @@ _HOMES = {
     "Config": "config",
     "UsageError": "config",
     "parse_args": "config",
-    "Event": "audit",
+    "Event": "events",
     "EventLog": "audit",
     "ExitStatus": "status",
     "init_exit_code": "status",

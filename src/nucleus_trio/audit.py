@@ -1,13 +1,17 @@
-"""Events of the init: the stderr log and the JSON-lines audit trail.
+"""Where events go: the stderr log and the audit trail, for both faces.
 
-Every event goes through a bounded trio channel per sink to that sink's task,
+Every event goes through a bounded channel per sink to that sink's task,
 which hands each line to the sink's own writer thread. A slow, full or broken
 sink therefore never delays forwarding or reaping, nor the other sink: when a
 channel is full the event is dropped and counted, and the audit trail reports
 the count in one ``audit_dropped`` event as soon as a write succeeds again.
 The writer threads block every signal, so a write to a broken pipe fails
 there with ``EPIPE`` instead of raising a SIGPIPE that the init would forward
-to the workload.
+to the workload (README, "Audit").
+
+The library's sinks (:data:`EventSinkLike`) go the same way: a path or a
+stream through a writer thread, a callable or a memory channel directly (they
+must not block). Runs on trio and asyncio.
 """
 
 from __future__ import annotations
@@ -16,49 +20,22 @@ import os
 import queue
 import signal
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
-import attrs
-import trio
+import anyio
 
+from nucleus_trio.events import LOG, Event, audit_dropped
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
-from nucleus_trio.records import audit_line, audit_record
+from nucleus_trio.records import audit_line
+
+EventSinkLike = Any
+"""Where a supervisor's events go: a path (``str`` or ``os.PathLike``), a text
+stream with ``write``, a callable taking the record ``dict``, or a memory
+channel / object stream with ``send_nowait``."""
 
 _LEVEL_NAMES: Final = {ERROR: "error", WARNING: "warning", INFO: "info", DEBUG: "debug"}
-
-#: Event type of plain log messages: shown on stderr, never audited.
-LOG: Final = "log"
-
-
-@attrs.frozen
-class Event:
-    """One thing that happened in the init.
-
-    ``fields`` are the event's own keys (``pid``, ``signal``, ...). Events of
-    type :data:`LOG` are stderr chatter and never reach the audit trail.
-    """
-
-    event_type: str
-    detail: str
-    level: int = INFO
-    is_error: bool = False
-    fields: Mapping[str, object] = attrs.field(factory=dict)
-    timestamp: float = attrs.field(factory=time.time)
-
-    def record(self, container_id: str, container_name: str) -> dict[str, object]:
-        """The audit record (a JSON-ready ``dict``) of this event."""
-        return audit_record(
-            self.event_type,
-            self.detail,
-            self.is_error,
-            self.fields,
-            timestamp=self.timestamp,
-            container_id=container_id,
-            container_name=container_name,
-        )
 
 
 def log_line(event: Event) -> bytes:
@@ -98,11 +75,13 @@ class WriterThread:
 
         If the caller is cancelled, the write still completes in the thread.
         """
+        from nucleus_trio.backend import thread_caller
+
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
             self._thread.start()
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
+        call_soon = thread_caller()
+        done = anyio.Event()
         failure: list[BaseException] = []
 
         def job() -> None:
@@ -110,10 +89,7 @@ class WriterThread:
                 write()
             except BaseException as exc:
                 failure.append(exc)
-            try:
-                token.run_sync_soon(done.set)
-            except trio.RunFinishedError:
-                pass
+            call_soon(done.set)
 
         self._jobs.put(job)
         await done.wait()
@@ -144,14 +120,14 @@ class Sink:
         self._render = render
         self._write = write
         self._on_recovery = on_recovery
-        self._send, self._receive = trio.open_memory_channel[Event](capacity)
+        self._send, self._receive = anyio.create_memory_object_stream[Event](capacity)
         self._writer = WriterThread(f"nucleus-trio-{name}")
 
     def put(self, event: Event) -> None:
         """Queue ``event``; drop and count it when the queue is full or closed."""
         try:
             self._send.send_nowait(event)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._drop()
 
     def _drop(self) -> None:
@@ -200,7 +176,7 @@ class Sink:
                 while True:
                     try:
                         self._receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                    except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                     self._drop()
 
@@ -209,23 +185,47 @@ class Sink:
         self._send.close()
 
 
-def dropped_event(count: int) -> Event:
-    """The ``audit_dropped`` event: ``count`` events could not be written."""
-    return Event(
-        "audit_dropped",
-        f"{count} audit event{'s' if count != 1 else ''} dropped (sink full, slow or broken)",
-        WARNING,
-        True,
-        {"count": count},
-    )
+class DirectSink:
+    """A sink that takes each record at once, in the loop: a callable, or a
+    memory channel's ``send_nowait``. It must not block; whatever it raises
+    (a full channel, a bug) drops the event and is counted."""
+
+    def __init__(
+        self,
+        deliver: Callable[[dict[str, object]], object],
+        render: Callable[[Event], dict[str, object]],
+    ) -> None:
+        self.dropped = 0
+        self._unreported = 0
+        self._deliver = deliver
+        self._render = render
+
+    def put(self, event: Event) -> None:
+        """Deliver ``event`` now; after a drop, report the count first."""
+        try:
+            if self._unreported:
+                self._deliver(self._render(audit_dropped(self._unreported)))
+                self._unreported = 0
+            self._deliver(self._render(event))
+        except Exception:
+            self.dropped += 1
+            self._unreported += 1
+
+    async def run(self) -> None:
+        """Nothing to run: events are delivered as they come."""
+
+    def close(self) -> None:
+        """Nothing to close: the sink belongs to the caller."""
 
 
 class EventLog:
-    """The init's event stream: :meth:`emit` never blocks; :meth:`run` writes.
+    """An event stream: :meth:`emit` never blocks; :meth:`run` writes.
 
     ``verbosity`` selects which events reach stderr (0 errors, 1 warnings,
-    2 info, 3 debug). With ``audit_fd`` every event that is not a plain log
-    message is also written there as one JSON object per line.
+    2 info, 3 debug; below 0, nothing: the library never writes to the
+    host's stderr). With ``audit_fd`` every event that is not a plain log
+    message is also written there as one JSON object per line; ``sink``
+    takes them instead, in any form of :data:`EventSinkLike`.
     """
 
     def __init__(
@@ -233,6 +233,7 @@ class EventLog:
         verbosity: int = WARNING,
         *,
         audit_fd: int | None = None,
+        sink: EventSinkLike | None = None,
         container_id: str = "",
         container_name: str = "",
         capacity: int = 1024,
@@ -241,32 +242,57 @@ class EventLog:
         self.verbosity = verbosity
         self.container_id = container_id
         self.container_name = container_name
-        self.log_sink = Sink("log", log_line, partial(write_all, log_fd), capacity=capacity)
-        self.audit_sink: Sink | None = None
+        self.log_sink: Sink | None = None
+        if verbosity >= 0:
+            self.log_sink = Sink("log", log_line, partial(write_all, log_fd), capacity=capacity)
+        self.audit_sink: Sink | DirectSink | None = None
         if audit_fd is not None:
-            self.audit_sink = Sink(
-                "audit",
-                self.render_audit,
-                partial(write_all, audit_fd),
-                capacity=capacity,
-                on_recovery=dropped_event,
-            )
+            self.audit_sink = self._threaded(partial(write_all, audit_fd), capacity)
+        elif sink is not None:
+            self.audit_sink = self._library_sink(sink, capacity)
+
+    def _threaded(self, write: Callable[[bytes], None], capacity: int) -> Sink:
+        return Sink("audit", self.render_audit, write, capacity=capacity, on_recovery=audit_dropped)
+
+    def _library_sink(self, sink: EventSinkLike, capacity: int) -> Sink | DirectSink:
+        send_nowait = getattr(sink, "send_nowait", None)
+        if send_nowait is not None:
+            return DirectSink(send_nowait, self.record)
+        write = getattr(sink, "write", None)
+        if write is not None:
+
+            def write_stream(line: bytes) -> None:
+                write(line.decode())
+                sink.flush()
+
+            return self._threaded(write_stream, capacity)
+        if isinstance(sink, (str, os.PathLike)):
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            fd = os.open(os.fspath(sink), flags, 0o600)
+            return self._threaded(partial(write_all, fd), capacity)
+        if callable(sink):
+            return DirectSink(sink, self.record)
+        raise TypeError(f"cannot send events to {sink!r}")
 
     @property
     def dropped(self) -> int:
         """Log lines dropped (stderr full, slow or broken)."""
-        return self.log_sink.dropped
+        return self.log_sink.dropped if self.log_sink is not None else 0
 
     @property
     def audit_dropped(self) -> int:
         """Audit events dropped (sink full, slow or broken)."""
         return self.audit_sink.dropped if self.audit_sink is not None else 0
 
+    def record(self, event: Event) -> dict[str, object]:
+        """The audit record of ``event``, with this log's correlation fields."""
+        return event.record(self.container_id, self.container_name)
+
     def render_audit(self, event: Event) -> bytes | None:
         """The audit line for ``event``, or ``None`` for plain log messages."""
         if event.event_type == LOG:
             return None
-        return audit_line(event.record(self.container_id, self.container_name))
+        return audit_line(self.record(event))
 
     def wants(self, level: int) -> bool:
         """Whether an event of ``level`` reaches stderr."""
@@ -278,35 +304,27 @@ class EventLog:
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` for every sink that takes it."""
-        if self.wants(event.level):
+        if self.log_sink is not None and event.level <= self.verbosity:
             self.log_sink.put(event)
         if self.audit_sink is not None and event.event_type != LOG:
             self.audit_sink.put(event)
 
-    def log(
-        self,
-        level: int,
-        detail: str,
-        event_type: str = LOG,
-        *,
-        is_error: bool | None = None,
-        **fields: object,
-    ) -> None:
-        """Shorthand for :meth:`emit`; ``is_error`` defaults to ``level == ERROR``."""
-        if event_type == LOG and not self.wants(level):
-            return
-        error = level == ERROR if is_error is None else is_error
-        self.emit(Event(event_type, detail, level, error, fields))
+    def log(self, level: int, detail: str) -> None:
+        """A plain log line on stderr (never audited)."""
+        if level <= self.verbosity:
+            self.emit(Event(LOG, detail, level, level == ERROR))
 
     async def run(self) -> None:
         """Run every sink's task until :meth:`close`."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.log_sink.run)
+        async with anyio.create_task_group() as group:
+            if self.log_sink is not None:
+                group.start_soon(self.log_sink.run)
             if self.audit_sink is not None:
-                nursery.start_soon(self.audit_sink.run)
+                group.start_soon(self.audit_sink.run)
 
     def close(self) -> None:
         """No more events: :meth:`run` returns once every queue is written."""
-        self.log_sink.close()
+        if self.log_sink is not None:
+            self.log_sink.close()
         if self.audit_sink is not None:
             self.audit_sink.close()

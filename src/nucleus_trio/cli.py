@@ -1,6 +1,6 @@
 """The command line, from arguments to exit code.
 
-Runs in this order, as the spec's start-up section asks: arguments are read
+Runs in this order, as the README's "Signals" section has it: arguments are read
 with the standard library, the workload is forked and exec'd, and only then
 is trio imported (about 150 ms the workload does not wait for). The entry
 point (:mod:`nucleus_trio._entry`) has blocked the forwarded signals before
@@ -12,13 +12,12 @@ from __future__ import annotations
 import _signal
 import os
 
-from nucleus_trio import levels
+from nucleus_trio import events, levels
 from nucleus_trio.config import HELP, PROG, USAGE, Action, Config, UsageError, parse_args
 from nucleus_trio.environment import workload_environment
+from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_INTERNAL_ERROR, EXIT_USAGE
 from nucleus_trio.signals import TERMINAL_STOPS
 from nucleus_trio.spawn import (
-    EXIT_CANNOT_EXECUTE,
-    EXIT_USAGE,
     SpawnError,
     fork_exec,
     should_take_terminal,
@@ -29,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from nucleus_trio.audit import Event
+    from nucleus_trio.events import Event
     from nucleus_trio.pidfd import PidFd
 
 
@@ -132,35 +131,7 @@ def _inherited_fds() -> list[int]:
     return fds
 
 
-class Note:
-    """An event that happened before trio (and the event log) was up."""
-
-    def event(self) -> Event:
-        """The :class:`~nucleus_trio.audit.Event` of this note (imports trio)."""
-        from nucleus_trio.audit import Event
-
-        return Event(
-            self.event_type,
-            self.detail,
-            self.level,
-            self.level == levels.ERROR or self.event_type == "init_error",
-            self.fields,
-            self.timestamp,
-        )
-
-    __slots__ = ("detail", "event_type", "fields", "level", "timestamp")
-
-    def __init__(self, level: int, detail: str, event_type: str, **fields: object) -> None:
-        import time
-
-        self.level = level
-        self.detail = detail
-        self.event_type = event_type
-        self.fields = fields
-        self.timestamp = time.time()
-
-
-def prepare_init(config: Config, notes: list[Note]) -> None:
+def prepare_init(config: Config, notes: list[Event]) -> None:
     """Changes to the init itself that must precede the spawn."""
     for signo in TERMINAL_STOPS:
         # As tini: a background init never stops on terminal I/O.
@@ -174,23 +145,22 @@ def prepare_init(config: Config, notes: list[Note]) -> None:
                 kernel.set_pdeathsig(config.pdeathsig)
             except OSError as exc:
                 notes.append(
-                    Note(levels.WARNING, f"cannot set the parent-death signal: {exc}", "init_error")
+                    events.init_error(f"cannot set the parent-death signal: {exc}", levels.WARNING)
                 )
         if config.wants_subreaper(is_pid1):
             try:
                 kernel.set_child_subreaper()
-                notes.append(Note(levels.DEBUG, "registered as child subreaper", "log"))
+                notes.append(events.log(levels.DEBUG, "registered as child subreaper"))
             except OSError as exc:
                 notes.append(
-                    Note(levels.WARNING, f"cannot register as child subreaper: {exc}", "init_error")
+                    events.init_error(f"cannot register as child subreaper: {exc}", levels.WARNING)
                 )
     elif not is_pid1:
         notes.append(
-            Note(
+            events.log(
                 levels.WARNING,
                 "not PID 1 and not a subreaper (--no-subreaper): "
                 "orphans will not be reaped by this init",
-                "log",
             )
         )
 
@@ -207,31 +177,14 @@ def container_fields(config: Config) -> tuple[str, str]:
     return container_id, name
 
 
-def shown_argv(config: Config) -> list[str]:
-    """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
-    if config.redact_args and len(config.argv) > 1:
-        return [config.argv[0], f"<{len(config.argv) - 1} arguments redacted>"]
-    return list(config.argv)
-
-
-def _audit_now(audit_fd: int | None, config: Config, note: Note) -> None:
+def _audit_now(audit_fd: int | None, config: Config, event: Event) -> None:
     """Write one audit record synchronously (before exiting without trio)."""
     if audit_fd is None:
         return
-    from nucleus_trio.records import audit_line, audit_record
+    from nucleus_trio.records import audit_line
 
-    container_id, container_name = container_fields(config)
-    record = audit_record(
-        note.event_type,
-        note.detail,
-        note.level == levels.ERROR,
-        note.fields,
-        timestamp=note.timestamp,
-        container_id=container_id,
-        container_name=container_name,
-    )
     try:
-        os.write(audit_fd, audit_line(record))
+        os.write(audit_fd, audit_line(event.record(*container_fields(config))))
     except OSError:
         _stderr("audit: the exec_failed event could not be written")
 
@@ -245,8 +198,37 @@ def run(
     """Run the init for ``args`` and return its exit code.
 
     Expects the forwarded signals to be blocked already (the entry point
-    does it on its first line).
+    does it on its first line). The phases, in order: read the arguments,
+    prepare the init, start the workload, let go of what the init inherited,
+    then supervise with trio.
     """
+    parsed = _parse(args)
+    if isinstance(parsed, int):
+        return parsed
+    config = parsed
+    _occupy_closed_stdio()
+    inherited_fds = _inherited_fds()  # listed before the init opens anything
+    audit_fd = _open_audit(config)
+    if audit_fd == -1:
+        return EXIT_USAGE
+    notes: list[Event] = []
+    prepare_init(config, notes)
+    launched = _launch(config, inherited_ignored, audit_fd, notes)
+    if isinstance(launched, int):
+        return launched
+    pid, pidfd, started = launched
+    if early_sigint:
+        # Pending (blocked) until the receiver is up; then forwarded as usual.
+        os.kill(os.getpid(), _signal.SIGINT)
+    _let_go(inherited_fds, audit_fd)
+    try:
+        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+    except BaseException as exc:  # the crash guard, for the start-up too
+        return crash_exit(exc, pid)
+
+
+def _parse(args: Sequence[str]) -> Config | int:
+    """The configuration, or the exit code of a usage error, help or version."""
     try:
         action, config = parse_args(args, os.environ)
     except UsageError as exc:
@@ -254,99 +236,88 @@ def run(
         return EXIT_USAGE
     if action != Action.RUN:
         return print_info(action)
+    return config
 
-    _occupy_closed_stdio()
-    # Listed before the init opens anything of its own.
-    inherited_fds = _inherited_fds()
-    audit_fd = None
-    if config.audit is not None:
-        try:
-            from nucleus_trio.records import open_audit_destination
 
-            audit_fd = open_audit_destination(config.audit)
-        except OSError as exc:
-            usage_error(f"--audit {config.audit}: {exc.strerror}", show_usage=False)
-            return EXIT_USAGE
-    notes: list[Note] = []
-    prepare_init(config, notes)
-    pid = pidfd = None
-    started = None
-    if not config.pause:
-        env, warnings = workload_environment(
-            inherited_environment(),
-            clean_env=config.clean_env,
-            assignments=config.env,
-            sd_notify=config.sd_notify,
+def _open_audit(config: Config) -> int | None:
+    """The ``--audit`` descriptor, ``None`` without one, -1 when it cannot be opened."""
+    if config.audit is None:
+        return None
+    from nucleus_trio.records import open_audit_destination
+
+    try:
+        return open_audit_destination(config.audit)
+    except OSError as exc:
+        usage_error(f"--audit {config.audit}: {exc.strerror}", show_usage=False)
+        return -1
+
+
+def _launch(
+    config: Config, inherited_ignored: frozenset[int], audit_fd: int | None, notes: list[Event]
+) -> tuple[int | None, int | None, float | None] | int:
+    """Start the workload before trio: its PID, pidfd and start time (all
+    ``None`` in pause mode), or the exit code when it could not start."""
+    if config.pause:
+        return None, None, None
+    env, warnings = workload_environment(
+        inherited_environment(),
+        clean_env=config.clean_env,
+        assignments=config.env,
+        sd_notify=config.sd_notify,
+    )
+    notes.extend(events.notify_socket_dropped(warning) for warning in warnings)
+    try:
+        pid = fork_exec(
+            config.argv,
+            env=env,
+            ignored=workload_ignored_signals(inherited_ignored),
+            take_terminal=should_take_terminal(),
+            identity=config.identity,
+            no_new_privs=config.no_new_privs,
         )
-        for warning in warnings:
-            notes.append(Note(levels.WARNING, warning, "notify_socket_dropped"))
-        try:
-            pid = fork_exec(
-                config.argv,
-                env=env,
-                ignored=workload_ignored_signals(inherited_ignored),
-                take_terminal=should_take_terminal(),
-                identity=config.identity,
-                no_new_privs=config.no_new_privs,
-            )
-        except (SpawnError, OSError) as exc:
-            if isinstance(exc, SpawnError):
-                message, code, error = exc.message, exc.exit_code, exc.strerror
-            else:
-                error = exc.strerror or str(exc)
-                message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE
-            _stderr(message)
-            _audit_now(
-                audit_fd,
-                config,
-                Note(
-                    levels.ERROR,
-                    message,
-                    "exec_failed",
-                    program=config.argv[0],
-                    error=error,
-                    exit_code=code,
-                ),
-            )
-            return code
-        import time
+    except (SpawnError, OSError) as exc:
+        if isinstance(exc, SpawnError):
+            message, code, error = exc.message, exc.exit_code, exc.strerror
+        else:
+            error = exc.strerror or str(exc)
+            message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE
+        _stderr(message)
+        _audit_now(audit_fd, config, events.exec_failed(config.argv[0], error, code, message))
+        return code
+    import time
 
-        started = time.monotonic()
-        # Nobody reaps before trio runs (SIGCHLD is blocked, and not
-        # ignored), so the PID is still this child's even if it has exited.
-        try:
-            pidfd = os.pidfd_open(pid)
-        except BaseException as exc:
-            return crash_exit(exc, pid)
-        shown = " ".join(shown_argv(config)).replace("\n", "\\n")
-        fields: dict[str, object] = {"pid": pid, "argv": shown_argv(config)}
-        if config.env:
-            fields["env_keys"] = [key for key, _ in config.env]  # never the values
-        if config.identity is not None:
-            fields["uid"] = config.identity.uid
-            fields["gid"] = config.identity.gid
-            fields["groups"] = list(config.identity.groups)
-        notes.append(
-            Note(
-                levels.INFO,
-                f"started workload pid={pid}: {shown[:200]}",
-                "container_exec",
-                **fields,
-            )
+    started = time.monotonic()
+    # Nobody reaps before trio runs (SIGCHLD is blocked, and not ignored),
+    # so the PID is still this child's even if it has exited.
+    try:
+        pidfd = os.pidfd_open(pid)
+    except BaseException as exc:
+        return crash_exit(exc, pid)
+    identity = config.identity
+    notes.append(
+        events.container_exec(
+            pid,
+            shown_argv(config),
+            env_keys=[key for key, _ in config.env],
+            uid=identity.uid if identity is not None else None,
+            gid=identity.gid if identity is not None else None,
+            groups=identity.groups if identity is not None else None,
         )
-        if config.no_new_privs:
-            notes.append(
-                Note(
-                    levels.DEBUG,
-                    f"PR_SET_NO_NEW_PRIVS set for pid={pid}",
-                    "no_new_privs_set",
-                    pid=pid,
-                )
-            )
-    if early_sigint:
-        # Pending (blocked) until the receiver is up; then forwarded as usual.
-        os.kill(os.getpid(), _signal.SIGINT)
-    # Pin no mount and hold no inherited socket open (our copies only).
+    )
+    if config.no_new_privs:
+        notes.append(events.no_new_privs_set(pid))
+    return pid, pidfd, started
+
+
+def shown_argv(config: Config) -> list[str]:
+    """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
+    if config.redact_args and len(config.argv) > 1:
+        return [config.argv[0], f"<{len(config.argv) - 1} arguments redacted>"]
+    return list(config.argv)
+
+
+def _let_go(inherited_fds: list[int], audit_fd: int | None) -> None:
+    """Pin no mount and hold no inherited socket open (our copies only)."""
     try:
         os.chdir("/")
     except OSError:
@@ -358,16 +329,6 @@ def run(
             os.close(fd)
         except OSError:
             pass
-    try:
-        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
-    except BaseException as exc:  # the crash guard, for the start-up too
-        return crash_exit(exc, pid)
-
-
-#: The init's exit code when it fails itself (an internal error): sysexits'
-#: EX_SOFTWARE. No code can be told apart from every workload's, so this one
-#: is documented, paired with a traceback on stderr, and never remapped.
-EXIT_INTERNAL_ERROR = 70
 
 
 def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
@@ -378,8 +339,9 @@ def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
     container hung: killing is the only safe choice once the init cannot
     supervise any more.
     """
-    from nucleus_trio.init import report_fault
+    from nucleus_trio.reaper import reap_any
     from nucleus_trio.shutdown import leftovers
+    from nucleus_trio.stderr import report_fault
 
     report_fault(exc)
     _stderr("internal error: killing the workload and every process left, then exiting")
@@ -412,13 +374,9 @@ def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
             os.waitid(os.P_PIDFD, workload.fileno(), os.WEXITED)
         except OSError:
             pass
-    try:
-        while True:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
-            if info is None:
-                break
-    except ChildProcessError:
-        pass
+    more = True
+    while more:
+        _, more = reap_any(keep=False)
     return EXIT_INTERNAL_ERROR
 
 
@@ -458,7 +416,7 @@ def _run_trio(
     config: Config,
     pid: int | None,
     pidfd: int | None,
-    notes: list[Note],
+    notes: list[Event],
     audit_fd: int | None,
     started: float | None,
 ) -> int:
@@ -466,7 +424,7 @@ def _run_trio(
     _import_trio()
     import trio
 
-    from nucleus_trio.audit import Event, EventLog
+    from nucleus_trio.audit import EventLog
     from nucleus_trio.init import run_with_log
     from nucleus_trio.pidfd import PidFd
 
@@ -478,23 +436,13 @@ def _run_trio(
         container_name=container_name,
     )
     is_pid1 = os.getpid() == 1
-    log.emit(
-        Event(
-            "init_supervisor_started",
-            f"supervisor started as {'PID 1' if is_pid1 else f'pid {os.getpid()}'}",
-            levels.DEBUG,
-            False,
-            {
-                "pid": os.getpid(),
-                "pid1": is_pid1,
-                "subreaper": config.wants_subreaper(is_pid1),
-                "pause": config.pause,
-            },
-            notes[0].timestamp if notes else __import__("time").time(),
-        )
+    first = events.supervisor_started(
+        os.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=config.pause
     )
-    for note in notes:
-        log.emit(note.event())
+    if notes:
+        first.timestamp = notes[0].timestamp
+    for event in (first, *notes):
+        log.emit(event)
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
     try:
         code = trio.run(run_with_log, config, workload, log, started)

@@ -52,7 +52,7 @@ def parse_env_assignment(text: str) -> tuple[str, str]:
 def check_env_assignments(
     assignments: Iterable[tuple[str, str]], *, clean_env: bool, sd_notify: bool
 ) -> None:
-    """Refuse what the spec makes a usage error."""
+    """Refuse what the README ("Command line") makes a usage error."""
     for key, _ in assignments:
         if clean_env and key in LOADER_VARIABLES:
             raise EnvError(f"--env {key}: the loader's variables are refused with --clean-env")

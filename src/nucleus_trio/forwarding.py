@@ -1,12 +1,38 @@
-"""What a received signal becomes, and sending it to the workload."""
+"""One forwarding rule: what a received signal becomes, and who receives it.
+
+The pure part decides (:func:`route_signal`, :func:`check_library_signals`);
+:class:`Forwarder` only waits and acts. One receiver serves every target that
+asked for a signal, so several workloads share one signal (trio hands a
+signal to the most recently opened receiver only, so two receivers for one
+signal would starve the first). The command line forwards every signal it
+can catch to its workload; the library forwards a safe default set, never
+the host program's own SIGPIPE (README, "Signals" and "Library").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
+import anyio
+import anyio.abc
 import attrs
 
-from nucleus_trio.signals import signal_name
+from nucleus_trio.signals import FORWARDED, signal_name
+
+#: What the library forwards when asked for no set: the seed's six and WINCH.
+LIBRARY_DEFAULT: frozenset[int] = frozenset(
+    {
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGWINCH,
+    }
+)
 
 
 @attrs.frozen
@@ -38,3 +64,87 @@ class SignalRoute:
 def route_signal(received: int, rewrites: Mapping[int, int]) -> SignalRoute:
     """Decide what a received signal becomes under the rewrite table."""
     return SignalRoute(received, rewrites.get(received, received))
+
+
+def check_library_signals(signals: Iterable[int], refused: Iterable[int] = ()) -> frozenset[int]:
+    """The set a library caller may forward, or ``ValueError`` naming the first
+    signal that it may not: one the init never forwards (SIGCHLD, SIGKILL,
+    the faults' own), the host program's SIGPIPE (its own broken-pipe writes
+    raise it), or one of ``refused`` (the loop's receiver cannot take it)."""
+    wanted = frozenset(int(s) for s in signals)
+    refused_set = frozenset(refused)
+    for signo in sorted(wanted):
+        if signo == signal.SIGPIPE:
+            raise ValueError("SIGPIPE is never forwarded: the program's own writes raise it")
+        if signo not in FORWARDED:
+            raise ValueError(f"{signal_name(signo)} cannot be forwarded")
+        if signo in refused_set:
+            raise ValueError(f"{signal_name(signo)} cannot be received on this event loop")
+    return wanted
+
+
+class Target:
+    """A receiver of forwarded signals: the signals it wants, and what to do
+    with each (``deliver``, which may raise; the fault is reported)."""
+
+    def __init__(self, signals: frozenset[int], deliver: Callable[[int], None]) -> None:
+        self.signals = signals
+        self.deliver = deliver
+
+
+class Forwarder:
+    """Opens the receivers and hands each signal to every target that wants it.
+
+    A receiver is opened at once by :meth:`add` (a signal sent right after
+    the call is not lost) and closed when no target wants its signals any
+    more, which gives the signals back to the program.
+    """
+
+    def __init__(
+        self, task_group: anyio.abc.TaskGroup, on_fault: Callable[[Exception], None]
+    ) -> None:
+        self._task_group = task_group
+        self._on_fault = on_fault
+        self._targets: list[Target] = []
+        self._receivers: list[tuple[frozenset[int], anyio.CancelScope]] = []
+
+    def add(self, target: Target) -> None:
+        """Start forwarding ``target.signals`` to ``target``."""
+        from nucleus_trio.backend import open_signal_receiver
+
+        covered = frozenset().union(*(signals for signals, _ in self._receivers))
+        self._targets.append(target)
+        missing = target.signals - covered
+        if not missing:
+            return
+        stack = contextlib.ExitStack()
+        receiver = stack.enter_context(open_signal_receiver(missing))
+        scope = anyio.CancelScope()
+        self._receivers.append((missing, scope))
+        self._task_group.start_soon(self._dispatch, receiver, scope, stack)
+
+    def remove(self, target: Target) -> None:
+        """Stop forwarding to ``target``; close the receivers nobody needs."""
+        if target in self._targets:
+            self._targets.remove(target)
+        wanted = frozenset().union(*(t.signals for t in self._targets))
+        for signals, scope in list(self._receivers):
+            if not signals & wanted:
+                self._receivers.remove((signals, scope))
+                scope.cancel()
+
+    async def _dispatch(
+        self, receiver: AsyncIterator[int], scope: anyio.CancelScope, stack: contextlib.ExitStack
+    ) -> None:
+        with stack, scope:
+            async for signo in receiver:
+                self.dispatch(signo)
+
+    def dispatch(self, signo: int) -> None:
+        """Hand ``signo`` to every target that wants it."""
+        for target in list(self._targets):
+            if signo in target.signals:
+                try:
+                    target.deliver(signo)
+                except Exception as exc:
+                    self._on_fault(exc)

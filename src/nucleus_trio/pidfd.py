@@ -11,35 +11,13 @@ import os
 import signal
 from types import TracebackType
 
-import sniffio
-import trio
-
+from nucleus_trio.backend import checkpoint, notify_closing, wait_readable
 from nucleus_trio.kernel import PIDFD_SIGNAL_PROCESS_GROUP
 from nucleus_trio.status import ExitStatus
 
 # Set once a kernel (before 6.9) refuses PIDFD_SIGNAL_PROCESS_GROUP, so later
 # group signals go straight to killpg.
 _group_flag_supported = True
-
-
-async def wait_readable(fd: int) -> None:
-    """Wait until ``fd`` is readable, under trio or (through anyio) asyncio."""
-    if sniffio.current_async_library() == "trio":
-        await trio.lowlevel.wait_readable(fd)
-    else:
-        import anyio
-
-        await anyio.wait_readable(fd)
-
-
-async def checkpoint() -> None:
-    """Yield to the event loop (and let cancellation in), on either backend."""
-    if sniffio.current_async_library() == "trio":
-        await trio.lowlevel.checkpoint()
-    else:
-        import anyio.lowlevel
-
-        await anyio.lowlevel.checkpoint()
 
 
 class StatusLostError(Exception):
@@ -166,7 +144,7 @@ class PidFd:
         """Close the descriptor; a task waiting on it is woken with ``ValueError``."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            _notify_closing(fd)
+            notify_closing(fd)
             os.close(fd)
 
     def __enter__(self) -> PidFd:
@@ -182,17 +160,3 @@ class PidFd:
 
     def __repr__(self) -> str:
         return f"PidFd(pid={self.pid}, fd={self._fd})"
-
-
-def _notify_closing(fd: int) -> None:
-    """Wake a task waiting on ``fd`` before it is closed, on either backend."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return  # outside an event loop: nobody can be waiting on it
-    if library == "trio":
-        trio.lowlevel.notify_closing(fd)
-    else:
-        import anyio
-
-        anyio.notify_closing(fd)

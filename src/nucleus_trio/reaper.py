@@ -1,27 +1,48 @@
-"""Reaping orphans without ever taking a status that belongs to someone else.
+"""The one reaper: the only place that calls ``waitid(P_ALL, ...)``.
 
-A naive ``waitpid(-1)`` reaps whatever exits first, including the workload or
-a child that another part of the program waits for, whose status is then lost
-(CPython turns the resulting ``ECHILD`` into a return code of 0). This reaper
-peeks with ``WNOWAIT``, works out who claims each zombie, and reaps only the
-unclaimed ones, by PID. It wakes only when told to (on SIGCHLD): no polling.
+Two policies, one mechanism (README, "Reaping"):
+
+- the init owns every child (:func:`reap_any`): one ``waitid`` per exit, and
+  the status of a child that has a waiter of its own (the workload) goes to
+  that waiter, whichever of them sees the exit first;
+- the library reaps only the unclaimed (:func:`reap_unclaimed`): a naive
+  ``waitpid(-1)`` would take the status of a child that another part of the
+  program waits for (CPython turns the resulting ``ECHILD`` into a return
+  code of 0), so it peeks with ``WNOWAIT``, asks who claims each zombie
+  (:mod:`nucleus_trio.claims`), and reaps only the others, by PID.
+
+:class:`Reaper` runs either pass once per wake-up (a SIGCHLD), on trio or
+asyncio. It never polls: a zombie that its owner has not collected yet
+costs nothing while nothing else exits. Only while the claims cannot be known
+(a ``Popen`` is being built in another thread) does it look again, a few
+times, on a backing-off timer.
+
+Standard library only at import: the crash guard uses :func:`reap_any`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 
-import trio
-
+from nucleus_trio.claims import ClaimsUnknown
 from nucleus_trio.status import ExitStatus
 
 #: Reaps between two checkpoints, so a storm of exits never holds up the
 #: forwarding of a signal for long.
 BATCH = 256
 
+#: Reaps between two checkpoints for the init, which owns every child: a
+#: burst of zombies goes at nearly the kernel's pace, and a signal waits at
+#: most about 3 ms behind it.
+OWNED_BATCH = 4 * BATCH
+
 #: After a reaping pass raised, how long before the next try.
 RETRY_AFTER_FAULT = 0.5
+
+#: While the claims are unknown (a ``Popen`` under construction), the pass is
+#: tried again after each of these delays, then only at the next wake-up.
+UNSURE_RETRIES = (0.005, 0.02, 0.05, 0.2, 1.0)
 
 
 def list_children(pid: int | None = None) -> list[int]:
@@ -77,6 +98,41 @@ def reap_pid(pid: int) -> ExitStatus | None:
     return ExitStatus.from_siginfo(info)
 
 
+def _next_exited(*, keep_zombie: bool) -> os.waitid_result | None:
+    """The next exited child (reaped unless ``keep_zombie``), or ``None``."""
+    flags = os.WEXITED | os.WNOHANG | (os.WNOWAIT if keep_zombie else 0)
+    try:
+        return os.waitid(os.P_ALL, 0, flags)
+    except ChildProcessError:
+        return None
+
+
+def reap_any(
+    limit: int = OWNED_BATCH,
+    *,
+    keep: bool = True,
+    waiters: Mapping[int, Callable[[ExitStatus], None]] | None = None,
+) -> tuple[list[ExitStatus], bool]:
+    """Reap up to ``limit`` exited children, whoever they are (the init owns
+    every child). Returns the statuses (only with ``keep``: in a storm nobody
+    may read them) and whether more may be waiting.
+
+    A child named in ``waiters`` has its status handed to that callback
+    instead: the workload's status is never lost to the orphan reaper.
+    """
+    reaped: list[ExitStatus] = []
+    for _ in range(limit):
+        info = _next_exited(keep_zombie=False)
+        if info is None:
+            return reaped, False
+        waiter = waiters.get(info.si_pid) if waiters else None
+        if waiter is not None:
+            waiter(ExitStatus.from_siginfo(info))
+        elif keep:
+            reaped.append(ExitStatus.from_siginfo(info))
+    return reaped, True
+
+
 def reap_unclaimed(
     claimed: Callable[[], Collection[int]], limit: int = BATCH
 ) -> tuple[list[ExitStatus], bool]:
@@ -88,10 +144,7 @@ def reap_unclaimed(
     """
     reaped: list[ExitStatus] = []
     while len(reaped) < limit:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return reaped, False
+        info = _next_exited(keep_zombie=True)
         if info is None:
             return reaped, False
         if info.si_pid not in claimed():
@@ -115,11 +168,11 @@ def reap_unclaimed(
 
 
 class Reaper:
-    """A task that reaps unclaimed children each time :meth:`wake` is called.
+    """Runs a reaping pass once per wake-up, and reports what it reaped.
 
-    ``reap`` replaces the default pass (:func:`reap_unclaimed` with
-    ``claimed``), e.g. with a plain ``waitid`` loop for a process that owns
-    every child.
+    The pass is :func:`reap_unclaimed` with ``claimed`` (the library's
+    policy), unless ``reap`` gives another (the init's :func:`reap_any`).
+    ``claimed`` may raise :class:`~nucleus_trio.claims.ClaimsUnknown`.
     """
 
     def __init__(
@@ -134,21 +187,17 @@ class Reaper:
         self._reap = reap if reap is not None else self._reap_unclaimed
         self._on_reaped = on_reaped
         self._on_error = on_error
-        self._wake_send, self._wake_receive = trio.open_memory_channel[None](1)
         self.reaped_count = 0
 
     def _reap_unclaimed(self) -> tuple[list[ExitStatus], bool]:
         return reap_unclaimed(self._claimed)
 
-    def wake(self) -> None:
-        """Ask for a pass; several calls before the pass runs make one pass."""
-        try:
-            self._wake_send.send_nowait(None)
-        except trio.WouldBlock:
-            pass
-
     def reap_now(self) -> int:
-        """Reap every unclaimed zombie synchronously; return how many."""
+        """Reap every zombie the policy allows, synchronously; return how many.
+
+        Raises :class:`~nucleus_trio.claims.ClaimsUnknown` when the claims
+        cannot be known right now.
+        """
         total = 0
         more = True
         while more:
@@ -162,31 +211,48 @@ class Reaper:
         for status in reaped:
             self._on_reaped(status)
 
-    async def run(self, wakeups: AsyncIterator[object] | None = None) -> None:
-        """Reap once now, then once per wake-up, until cancelled.
+    async def _pass(self) -> str:
+        """One full pass, with checkpoints between batches: ``"done"``,
+        ``"unsure"`` (claims unknown) or ``"fault"``."""
+        from nucleus_trio.backend import checkpoint
 
-        Wake-ups come from :meth:`wake`, or, when given, from ``wakeups``
-        (a SIGCHLD receiver of the reaper's own saves a task hop per exit).
-        """
-        iterator = wakeups.__aiter__() if wakeups is not None else None
+        more = True
+        while more:
+            try:
+                reaped, more = self._reap()
+            except ClaimsUnknown:
+                return "unsure"
+            except Exception as exc:
+                # A fault here must not take the init down with it. The pass
+                # is tried again shortly: the zombies it left may bring no
+                # other SIGCHLD. (A timer only while faulty.)
+                if self._on_error is None:
+                    raise
+                self._on_error(exc)
+                return "fault"
+            self._report(reaped)
+            if more:
+                await checkpoint()
+        return "done"
+
+    async def run(self, wakeups: AsyncIterator[object]) -> None:
+        """Reap once now, then once per wake-up (a SIGCHLD), until cancelled."""
+        import anyio
+
+        iterator = wakeups.__aiter__()
+        unsure = 0
         while True:
-            more = True
-            while more:
-                try:
-                    reaped, more = self._reap()
-                    self._report(reaped)
-                except Exception as exc:
-                    # A fault here must not take the init down with it. The
-                    # pass is tried again shortly: the zombies it left may
-                    # bring no other SIGCHLD. (A timer only while faulty.)
-                    if self._on_error is None:
-                        raise
-                    self._on_error(exc)
-                    await trio.sleep(RETRY_AFTER_FAULT)
-                    continue
-                if more:
-                    await trio.lowlevel.checkpoint()
-            if iterator is None:
-                await self._wake_receive.receive()
-            else:
+            outcome = await self._pass()
+            delay: float | None = None
+            if outcome == "fault":
+                delay = RETRY_AFTER_FAULT
+            elif outcome == "unsure" and unsure < len(UNSURE_RETRIES):
+                delay = UNSURE_RETRIES[unsure]
+                unsure += 1
+            elif outcome == "done":
+                unsure = 0
+            if delay is None:
                 await iterator.__anext__()
+            else:
+                with anyio.move_on_after(delay):
+                    await iterator.__anext__()

@@ -14,6 +14,13 @@ How it waits: one pidfd per process, each waited on by its own task; the
 grace ends the moment the last pidfd reports an exit, and no timer is
 waited out when nothing is left. The list is taken again after each round,
 so a process forked or re-parented during the shutdown is caught too.
+
+One schedule for both faces (README, "Shutdown" and "Library"): the command
+line ends the leftovers of its workload, a supervisor's block ends its
+workloads and theirs, on trio or asyncio. Nothing interrupts it halfway: it
+runs shielded from cancellation, and a KeyboardInterrupt (a second Ctrl-C)
+during the grace only cuts the grace short. The SIGKILL is sent all the
+same, and the interrupt is raised again once the schedule is over.
 """
 
 from __future__ import annotations
@@ -22,9 +29,10 @@ import os
 import signal
 from collections.abc import Callable, Iterable
 
+import anyio
 import attrs
-import trio
 
+from nucleus_trio.backend import wait_readable
 from nucleus_trio.reaper import list_children
 
 #: After SIGKILL, how long to wait for the kernel to finish the processes off
@@ -47,11 +55,6 @@ class ShutdownReport:
     killed: tuple[int, ...] = ()
     survivors: tuple[int, ...] = ()
     seconds: float = 0.0
-
-    @property
-    def clean(self) -> bool:
-        """True when nothing needed SIGKILL and nothing survived."""
-        return not self.killed and not self.survivors
 
 
 def own_namespace_proc() -> bool:
@@ -157,20 +160,20 @@ class _Tracked:
 
     async def wait_any(self, pids: Iterable[int]) -> None:
         """Return once at least one process of ``pids`` has exited."""
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as group:
 
             async def one(fd: int) -> None:
-                await trio.lowlevel.wait_readable(fd)
-                nursery.cancel_scope.cancel()
+                await wait_readable(fd)
+                group.cancel_scope.cancel()
 
             for pid in pids:
-                nursery.start_soon(one, self.fds[pid])
+                group.start_soon(one, self.fds[pid])
 
     async def wait_all(self, pids: Iterable[int]) -> None:
         """Return once every process of ``pids`` has exited."""
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as group:
             for pid in pids:
-                nursery.start_soon(trio.lowlevel.wait_readable, self.fds[pid])
+                group.start_soon(wait_readable, self.fds[pid])
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -190,58 +193,93 @@ async def shutdown_leftovers(
     ``on_signal(phase, signo, pids)`` is told of each batch signalled.
     ``kill_everything`` (default: when PID 1) also sends the SIGKILL with
     ``kill(-1)``, which in a PID namespace reaches exactly its processes.
+    Shielded from cancellation; a KeyboardInterrupt ends the grace early and
+    comes out once every process got its SIGKILL (see the module's doc).
     """
-    started = trio.current_time()
-    deadline = started + grace
-    tracked = _Tracked()
-    terminated: list[int] = []
-    killed: list[int] = []
-    if kill_everything is None:
-        kill_everything = os.getpid() == 1
-    try:
+    state = _Shutdown(
+        find, on_signal, os.getpid() == 1 if kill_everything is None else kill_everything
+    )
+    interrupted: BaseException | None = None
+    with anyio.CancelScope(shield=True):
+        started = anyio.current_time()
+        try:
+            try:
+                await state.terminate(started + grace)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+            try:
+                if interrupted is not None or anyio.current_time() >= started + grace:
+                    await state.kill()
+            except KeyboardInterrupt as exc:
+                # SIGKILL is sent; only the wait for the kernel is cut short.
+                interrupted = interrupted or exc
+            survivors = tuple(state.tracked.alive())
+        finally:
+            state.tracked.close()
+        report = ShutdownReport(
+            tuple(state.terminated), tuple(state.killed), survivors, anyio.current_time() - started
+        )
+    if interrupted is not None:
+        raise interrupted
+    return report
+
+
+class _Shutdown:
+    """The two phases of one shutdown, and who got which signal."""
+
+    def __init__(
+        self,
+        find: Callable[[], set[int]],
+        on_signal: Callable[[str, int, list[int]], None] | None,
+        kill_everything: bool,
+    ) -> None:
+        self.find = find
+        self.on_signal = on_signal
+        self.kill_everything = kill_everything
+        self.tracked = _Tracked()
+        self.terminated: list[int] = []
+        self.killed: list[int] = []
+
+    async def terminate(self, deadline: float) -> None:
+        """SIGTERM to each process found, until all are gone or ``deadline``."""
         while True:
-            new = tracked.add(find())
+            new = self.tracked.add(self.find())
             if new:
-                sent = tracked.signal(new, signal.SIGTERM)
-                terminated += sent
-                if sent and on_signal is not None:
-                    on_signal("terminate", signal.SIGTERM, sent)
-            alive = tracked.alive()
+                sent = self.tracked.signal(new, signal.SIGTERM)
+                self.terminated += sent
+                if sent and self.on_signal is not None:
+                    self.on_signal("terminate", signal.SIGTERM, sent)
+            alive = self.tracked.alive()
             if not alive and not new:
-                break
+                return
             # Any exit may have re-parented a child to the init, or a
             # SIGTERM handler may have forked: look again after each exit
             # (no more often than RELIST_INTERVAL, so a crowd that exits one
             # by one does not cost a listing each).
-            listed_at = trio.current_time()
-            with trio.move_on_at(deadline):
-                await tracked.wait_any(alive)
-                if tracked.alive():
-                    await trio.sleep_until(min(listed_at + RELIST_INTERVAL, deadline))
-            if trio.current_time() >= deadline:
-                break
-        rounds = 0
-        while trio.current_time() >= deadline and rounds < KILL_ROUNDS:
+            listed_at = anyio.current_time()
+            with anyio.move_on_after(max(deadline - listed_at, 0)):
+                await self.tracked.wait_any(alive)
+                if self.tracked.alive():
+                    await anyio.sleep_until(min(listed_at + RELIST_INTERVAL, deadline))
+            if anyio.current_time() >= deadline:
+                return
+
+    async def kill(self) -> None:
+        """SIGKILL to whatever is left, a few rounds (for late forks)."""
+        for _ in range(KILL_ROUNDS):
             # Kill the whole current set, not only the ones tracked so far.
-            rounds += 1
-            tracked.add(find())
-            alive = tracked.alive()
+            self.tracked.add(self.find())
+            alive = self.tracked.alive()
             if not alive:
-                break
-            if kill_everything:
+                return
+            if self.kill_everything:
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except OSError:
                     pass
-            sent = tracked.signal(alive, signal.SIGKILL)
-            killed += sent
-            if sent and on_signal is not None:
-                on_signal("kill", signal.SIGKILL, sent)
-            with trio.move_on_after(KILL_WAIT):
-                await tracked.wait_all(alive)
-        survivors = tuple(tracked.alive())
-    finally:
-        tracked.close()
-    return ShutdownReport(
-        tuple(terminated), tuple(killed), survivors, trio.current_time() - started
-    )
+            sent = self.tracked.signal(alive, signal.SIGKILL)
+            self.killed += sent
+            if sent and self.on_signal is not None:
+                self.on_signal("kill", signal.SIGKILL, sent)
+            with anyio.move_on_after(KILL_WAIT):
+                await self.tracked.wait_all(alive)

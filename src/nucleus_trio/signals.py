@@ -11,7 +11,7 @@ import _signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    pass
 
 SIGRTMIN: int = _signal.SIGRTMIN
 SIGRTMAX: int = _signal.SIGRTMAX
@@ -138,8 +138,3 @@ def parse_rewrite(text: str) -> tuple[int, int]:
     if source not in FORWARDED:
         raise SignalSpecError(f"cannot rewrite {signal_name(source)}: the init never forwards it")
     return source, target
-
-
-def rewrite_table(rules: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """Build the rewrite table; a later rule for the same signal wins."""
-    return dict(rules)

@@ -1,6 +1,8 @@
-"""Starting the workload: fork and exec, before trio is imported.
+"""Starting workloads: the command line's fork and exec before trio is
+imported (:func:`fork_exec`), and the one spawn path once a loop runs
+(:func:`popen_workload`), which the supervisor and :func:`run_command` share.
 
-fork+exec from Python is the one way that meets every rule of the spec at
+fork+exec from Python is the one way that meets every rule of the README's "Signals" section at
 once: ``posix_spawn`` leaves glibc's internal signals 32 and 33 ignored in the
 child and cannot change identity, and ``subprocess.Popen`` copies the caller's
 blocked mask into the child. Forking is safe here because the init has a
@@ -13,16 +15,16 @@ import _signal
 import errno
 import os
 
+from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Mapping, Sequence
 
     from nucleus_trio.identity import Identity
 
-#: The init's own exit codes, which ``--remap-exit`` never touches.
-EXIT_USAGE = 2
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
+__all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_NOT_FOUND", "EXIT_USAGE", "SpawnError", "fork_exec"]
 
 #: Python ignores these two at start-up, so the init cannot know whether it
 #: inherited them ignored: the workload gets them at their defaults.
@@ -36,18 +38,6 @@ def exec_failure_code(errno_value: int) -> int:
     if errno_value in (errno.ENOENT, errno.ENOTDIR):
         return EXIT_NOT_FOUND
     return EXIT_CANNOT_EXECUTE
-
-
-def inherited_ignored_signals() -> frozenset[int]:
-    """The signals this process inherited as ignored, as far as it can tell.
-
-    Valid only before the init changes any disposition: Python records what it
-    found at start-up, except for SIGPIPE and SIGXFSZ, which it ignores itself.
-    """
-    return (
-        frozenset(signo for signo in _SETTABLE if _signal.getsignal(signo) == _signal.SIG_IGN)
-        - PYTHON_IGNORED
-    )
 
 
 def workload_ignored_signals(inherited_ignored: frozenset[int]) -> frozenset[int]:
@@ -237,3 +227,65 @@ def fork_exec(
     except ValueError:
         code = errno.EINVAL
     raise SpawnError(argv[0], code, stage or "exec")
+
+
+def _reset_mask_and(no_new_privs: bool) -> None:
+    """Runs in a ``Popen`` child between fork and exec: an empty signal mask
+    (a caller that blocked signals must not pass them on blocked), and
+    ``PR_SET_NO_NEW_PRIVS`` when asked. No Python-level locks are taken."""
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    if no_new_privs:
+        from nucleus_trio.kernel import set_no_new_privs
+
+        set_no_new_privs()
+
+
+def popen_workload(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    identity: Identity | None = None,
+    process_group: bool = True,
+    no_new_privs: bool = False,
+    close_fds: bool = True,
+    pass_fds: Sequence[int] = (),
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with ``subprocess`` once an event loop (and maybe its
+    threads) runs: ``subprocess`` forks in C, which is safe with threads.
+
+    The child starts with an empty signal mask. Raises ``OSError`` (the
+    subclass ``subprocess`` raises) when the program cannot be run.
+    """
+    import subprocess
+
+    if no_new_privs:
+        from nucleus_trio.kernel import load_libc
+
+        load_libc()  # in the parent: the child must not import anything
+    kwargs: dict[str, object] = {}
+    if identity is not None:
+        if identity.uid is not None:
+            kwargs["user"] = identity.uid
+        if identity.gid is not None:
+            kwargs["group"] = identity.gid
+        kwargs["extra_groups"] = list(identity.groups)
+    # Python in the child only when there is something to do there.
+    blocked = bool(_signal.pthread_sigmask(_signal.SIG_BLOCK, ()))
+    preexec = (lambda: _reset_mask_and(no_new_privs)) if blocked or no_new_privs else None
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return, misc]
+        list(argv),
+        env=dict(env),
+        cwd=cwd,
+        process_group=0 if process_group else None,
+        close_fds=close_fds,
+        pass_fds=tuple(pass_fds),
+        preexec_fn=preexec,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        **kwargs,
+    )

@@ -6,7 +6,8 @@ import os
 
 import attrs
 
-from nucleus_trio.spawn import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE, exec_failure_code
+from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
+from nucleus_trio.spawn import exec_failure_code
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",

@@ -44,3 +44,17 @@ def write_stderr(data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bool:
     finally:
         if _signal.SIGPIPE not in previous:
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGPIPE})
+
+
+def report_fault(exc: BaseException) -> None:
+    """Write ``exc`` with its traceback to stderr, directly (the log may be the
+    part that failed); never raises. Standard library only: the crash guard
+    uses it when trio itself failed to import."""
+    import traceback
+
+    try:
+        text = "".join(traceback.format_exception(exc))
+        lines = "".join(f"nucleus-trio: {line}\n" for line in text.rstrip().splitlines())
+        write_stderr(lines.encode(errors="replace"))
+    except Exception:
+        pass

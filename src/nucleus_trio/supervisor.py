@@ -1,4 +1,4 @@
-"""A supervisor that runs in the caller's nursery (trio, or asyncio via anyio).
+"""The supervisor: the machinery of both faces (README, "Library").
 
 ::
 
@@ -7,195 +7,53 @@
         supervisor.forward_signals(worker)
         status = await worker.wait()
 
-Leaving the block (or cancelling the surrounding scope) ends every workload
-still running: SIGTERM, then SIGKILL after the grace period, and each is
-reaped, so no zombie is left. Orphan reaping, when asked for, never takes the
-exit status of a child that someone else waits for (``subprocess.Popen``,
-``trio.run_process``, asyncio, multiprocessing, an open pidfd of this process,
-or a PID handed to :meth:`Supervisor.claim`).
+It runs in the caller's task group, on trio or asyncio: one task per
+workload waits on its pidfd, one reaper task (when asked), one receiver per
+forwarded signal set, one event writer. Leaving the block ends every
+workload still running and everything they left behind (their descendants,
+and the orphans re-parented to this process as subreaper) with the shutdown
+schedule of :mod:`nucleus_trio.shutdown`: SIGTERM, the grace, SIGKILL.
+
+The command line's init is this supervisor with one workload and the init's
+policies (:mod:`nucleus_trio.init`): it owns every child, and its shutdown
+reaches every process of its namespace or subtree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import gc
 import os
-import signal
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
-import sniffio
+import anyio.lowlevel
 
-from nucleus_trio.audit import Event
+from nucleus_trio import events
+from nucleus_trio.audit import EventLog, EventSinkLike
+from nucleus_trio.claims import ClaimsUnknown, all_claims
 from nucleus_trio.environment import workload_environment
+from nucleus_trio.forwarding import (
+    LIBRARY_DEFAULT,
+    Forwarder,
+    Target,
+    check_library_signals,
+    route_signal,
+)
 from nucleus_trio.identity import Identity
-from nucleus_trio.levels import DEBUG, INFO, WARNING
+from nucleus_trio.levels import DEBUG, ERROR
 from nucleus_trio.pidfd import PidFd, StatusLostError
-from nucleus_trio.reaper import reap_unclaimed
-from nucleus_trio.records import audit_line
-from nucleus_trio.signals import FORWARDED, signal_name
-from nucleus_trio.spawn import SpawnError, exec_failure_code
+from nucleus_trio.process import Process
+from nucleus_trio.reaper import Reaper, list_children, reap_any, reap_pid
+from nucleus_trio.shutdown import ShutdownReport, descendants, is_zombie, shutdown_leftovers
+from nucleus_trio.spawn import SpawnError, popen_workload
 from nucleus_trio.status import ExitStatus
 
-#: While a zombie nobody claims yet cannot be attributed for certain (a
-#: ``Popen`` is being built, or someone else's zombie blocks the view), the
-#: reaper looks again after this long. Never while idle.
-RECHECK_DELAY = 0.02
-
-#: After SIGKILL, how long to wait for the workloads to die on the way out.
-KILL_WAIT = 5.0
-
-EventSinkLike = Any
-"""What :func:`open_supervisor` accepts as ``events``: a path (``str`` or
-``os.PathLike``), a text stream with ``write``, a callable taking the record
-``dict``, or a memory channel / object stream with ``send_nowait``."""
-
-
-class Process:
-    """A workload started by a :class:`Supervisor`."""
-
-    def __init__(self, pidfd: PidFd, argv: Sequence[str], process_group: bool) -> None:
-        self.pidfd = pidfd
-        self.argv = tuple(argv)
-        self.process_group = process_group
-        self._exited = anyio.Event()
-        self._status: ExitStatus | None = None
-
-    @property
-    def pid(self) -> int:
-        """The process ID (not reused while this handle says it runs)."""
-        return self.pidfd.pid
-
-    @property
-    def status(self) -> ExitStatus | None:
-        """The exit status, once the process has exited and been reaped."""
-        return self._status
-
-    @property
-    def returncode(self) -> int | None:
-        """Like ``subprocess``: the code, or minus the signal; ``None`` while running."""
-        if self._status is None:
-            return None
-        if self._status.signal is not None:
-            return -self._status.signal
-        return self._status.code
-
-    async def wait(self) -> ExitStatus:
-        """Wait for the exit and return the status (any number of tasks may wait)."""
-        await self._exited.wait()
-        if self._status is None:
-            raise StatusLostError(f"pid {self.pid} was reaped by someone else")
-        return self._status
-
-    def send_signal(self, signo: int, *, group: bool | None = None) -> None:
-        """Send ``signo`` through the pidfd (to the process group with ``group``,
-        which defaults to whether the process was started in its own group).
-
-        Raises ``ProcessLookupError`` once the process has exited and been reaped.
-        """
-        self.pidfd.send_signal(signo, group=self.process_group if group is None else group)
-
-    def terminate(self) -> None:
-        """Send SIGTERM."""
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Send SIGKILL."""
-        self.send_signal(signal.SIGKILL)
-
-    def __repr__(self) -> str:
-        return f"<Process pid={self.pid} argv={list(self.argv)!r} status={self._status!r}>"
-
-
-def _popen_claims() -> set[int] | None:
-    """PIDs of live ``Popen`` objects (subprocess, multiprocessing); ``None``
-    while one is being built, since its child may already exist unnamed."""
-    claims: set[int] = set()
-    roots: list[type] = [subprocess.Popen]
-    try:
-        from multiprocessing import popen_fork
-
-        roots.append(popen_fork.Popen)
-    except ImportError:  # pragma: no cover
-        pass
-    # An instance refers to its own class only: subclasses (multiprocessing's
-    # spawn Popen, a user's Popen subclass) must be asked for one by one.
-    classes: list[type] = []
-    while roots:
-        cls = roots.pop()
-        if cls not in classes:
-            classes.append(cls)
-            roots.extend(cls.__subclasses__())
-    base = tuple(classes)
-    for obj in gc.get_referrers(*classes):
-        if not isinstance(obj, base):
-            continue
-        pid = getattr(obj, "pid", None)
-        if pid is None:
-            return None
-        if getattr(obj, "returncode", None) is None:
-            claims.add(pid)
-    return claims
-
-
-def _pidfd_claims() -> set[int]:
-    """PIDs named by the open pidfds of this process (trio.Process, asyncio, ...)."""
-    claims: set[int] = set()
-    try:
-        names = os.listdir("/proc/self/fdinfo")
-    except OSError:
-        return claims
-    for name in names:
-        try:
-            with open(f"/proc/self/fdinfo/{name}", "rb") as handle:
-                info = handle.read()
-        except OSError:
-            continue
-        for line in info.splitlines():
-            if line.startswith(b"Pid:"):
-                pid = int(line.split()[1])
-                if pid > 0:
-                    claims.add(pid)
-    return claims
-
-
-class _Unsure(Exception):
-    """The claims cannot be known right now (a Popen is under construction)."""
-
-
-def _make_emitter(events: EventSinkLike | None) -> tuple[Callable[[dict[str, Any]], None], Any]:
-    """Turn ``events`` into a non-blocking ``put(record)`` and an optional
-    blocking writer (for files and streams, run by a task in a thread)."""
-    if events is None:
-        return (lambda record: None), None
-    send_nowait = getattr(events, "send_nowait", None)
-    if send_nowait is not None:
-        return send_nowait, None
-    write = getattr(events, "write", None)
-    if write is not None:
-        stream: TextIO = events
-
-        def write_stream(line: bytes) -> None:
-            stream.write(line.decode())
-            stream.flush()
-
-        return (lambda record: None), write_stream
-    if isinstance(events, (str, os.PathLike)):
-        fd = os.open(
-            os.fspath(events), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-
-        def write_file(line: bytes) -> None:
-            os.write(fd, line)
-
-        return (lambda record: None), write_file
-    if callable(events):
-        return events, None
-    raise TypeError(f"cannot send events to {events!r}")
+#: How long the event writer may finish what is queued on the way out; a
+#: stalled sink must not keep the block (or the container) alive.
+FLUSH_TIMEOUT = 1.0
 
 
 class Supervisor:
@@ -218,55 +76,46 @@ class Supervisor:
         self.grace = grace
         self.reap_orphans = reap_orphans
         self.subreaper = subreaper
-        self.container_id = container_id
-        self.container_name = container_name
         self.processes: dict[int, Process] = {}
         self.reaped_orphans: list[ExitStatus] = []
-        self.events_dropped = 0
         self._claimed: set[int] = set()
-        self._popens: dict[int, subprocess.Popen[bytes]] = {}
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._put, writer = _make_emitter(events)
-        self._writer: Callable[[bytes], None] | None = writer
-        self._lines_send, self._lines_receive = anyio.create_memory_object_stream[bytes](
-            event_capacity
+        self._log = EventLog(
+            -1,
+            sink=events,
+            container_id=container_id,
+            container_name=container_name,
+            capacity=event_capacity,
         )
-        self._reap_wake: anyio.Event = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._forwarder: Forwarder | None = None
+        self._reaper: Reaper | None = None
+        # The init's policies (see nucleus_trio.init) replace these.
+        self._owns_all = False
+        self._keep_reaped = True
+        self._reap_level = DEBUG
+        self._find_leftovers: Callable[[], set[int]] = self._leftovers
+        self._sigchld: Callable[[], contextlib.AbstractContextManager[AsyncIterator[object]]]
+        self._sigchld = _sigchld_receiver
+        self._report_fault: Callable[[BaseException], None] = lambda exc: None
+        self._runs_log = True
 
-    # -- events ---------------------------------------------------------------
+    @property
+    def events_dropped(self) -> int:
+        """Events the sink could not take (full, slow or broken)."""
+        return self._log.audit_dropped
 
-    def _emit(
-        self,
-        event_type: str,
-        detail: str,
-        fields: Mapping[str, object] | None = None,
-        *,
-        level: int = INFO,
-        is_error: bool = False,
-        **more: object,
-    ) -> None:
-        """Record an event; never blocks, drops and counts when the sink is behind."""
-        event = Event(event_type, detail, level, is_error, {**(fields or {}), **more})
-        record = event.record(self.container_id, self.container_name)
-        try:
-            if self._writer is not None:
-                self._lines_send.send_nowait(audit_line(record))
-            else:
-                self._put(record)
-        except Exception:
-            # A full channel, a closed stream or a failing callable must not
-            # break supervision: count it.
-            self.events_dropped += 1
+    def _emit(self, event: events.Event) -> None:
+        self._log.emit(event)
 
-    async def _write_events(self) -> None:
-        assert self._writer is not None
-        writer = self._writer
-        async with self._lines_receive:
-            async for line in self._lines_receive:
-                try:
-                    await anyio.to_thread.run_sync(writer, line)
-                except OSError:
-                    self.events_dropped += 1
+    def _on_fault(self, exc: Exception) -> None:
+        """A side task failed: say so and carry on (supervision must not stop)."""
+        self._report_fault(exc)
+        self._emit(events.init_error(f"internal error (carrying on): {exc!r}"))
+
+    def _running_group(self) -> anyio.abc.TaskGroup:
+        if self._task_group is None:
+            raise RuntimeError("the supervisor is not running (use open_supervisor)")
+        return self._task_group
 
     # -- starting -------------------------------------------------------------
 
@@ -294,226 +143,261 @@ class Supervisor:
         ``process_group`` is false. Raises :class:`~nucleus_trio.SpawnError`
         (with ``exit_code`` 126 or 127) when the program cannot run.
         """
-        if self._task_group is None:
-            raise RuntimeError("the supervisor is not running (use open_supervisor)")
+        return await self._start(
+            argv,
+            env=env,
+            clean_env=clean_env,
+            cwd=cwd,
+            identity=identity,
+            process_group=process_group,
+            no_new_privs=no_new_privs,
+            pass_fds=pass_fds,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+    async def _start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        clean_env: bool = False,
+        sd_notify: bool | None = None,
+        shown_argv: Sequence[str] | None = None,
+        identity: Identity | None = None,
+        no_new_privs: bool = False,
+        **popen: Any,
+    ) -> Process:
+        """The one spawn path once the loop runs (the library and run_command)."""
+        group = self._running_group()
         if not argv:
             raise ValueError("argv must not be empty")
-        environment, _ = workload_environment(
+        assignments = list((env or {}).items())
+        environment, warnings = workload_environment(
             os.environ,
             clean_env=clean_env,
-            assignments=list((env or {}).items()),
-            sd_notify="NOTIFY_SOCKET" in (env or {}),
+            assignments=assignments,
+            sd_notify=("NOTIFY_SOCKET" in (env or {})) if sd_notify is None else sd_notify,
         )
-        preexec = None
-        if no_new_privs:
-            from nucleus_trio.kernel import load_libc, set_no_new_privs
-
-            load_libc()
-            preexec = set_no_new_privs
-        kwargs: dict[str, Any] = {}
-        if identity is not None:
-            if identity.uid is not None:
-                kwargs["user"] = identity.uid
-            if identity.gid is not None:
-                kwargs["group"] = identity.gid
-            kwargs["extra_groups"] = list(identity.groups)
+        for warning in warnings:
+            self._emit(events.notify_socket_dropped(warning))
         try:
-            # subprocess forks in C (no Python runs in the child unless
-            # no_new_privs needs its prctl), which is safe with threads.
-            popen = subprocess.Popen(
-                list(argv),
-                env=environment,
-                cwd=cwd,
-                process_group=0 if process_group else None,
-                pass_fds=tuple(pass_fds),
-                preexec_fn=preexec,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                **kwargs,
+            popen_object = popen_workload(
+                argv, env=environment, identity=identity, no_new_privs=no_new_privs, **popen
             )
         except OSError as exc:
             code = exc.errno if exc.errno is not None else errno.EINVAL
-            self._emit(
-                "exec_failed",
-                f"cannot run {argv[0]!r}: {os.strerror(code)}",
-                level=WARNING,
-                is_error=True,
-                program=argv[0],
-                error=os.strerror(code),
-                exit_code=exec_failure_code(code),
-            )
-            raise SpawnError(argv[0], code) from None
+            failure = SpawnError(argv[0], code)
+            self._emit(events.exec_failed(argv[0], failure.strerror, failure.exit_code))
+            raise failure from None
+        pid = popen_object.pid
         # Claimed before any checkpoint, so the orphan reaper never takes it.
-        self._claimed.add(popen.pid)
-        pidfd = PidFd.open(popen.pid)
-        process = Process(pidfd, argv, process_group)
-        self.processes[popen.pid] = process
-        self._popens[popen.pid] = popen
-        self._emit("container_exec", f"started pid={popen.pid}", pid=popen.pid, argv=list(argv))
-        self._task_group.start_soon(self._watch, process, popen)
+        self._claimed.add(pid)
+        process = Process(PidFd.open(pid), argv, bool(popen.get("process_group", True)))
+        self.processes[pid] = process
+        self._emit(
+            events.container_exec(
+                pid,
+                shown_argv or argv,
+                env_keys=[key for key, _ in assignments],
+                uid=identity.uid if identity is not None else None,
+                gid=identity.gid if identity is not None else None,
+                groups=identity.groups if identity is not None else None,
+            )
+        )
+        if no_new_privs:
+            self._emit(events.no_new_privs_set(pid))
+        group.start_soon(self._watch, process, popen_object)
+        await anyio.lowlevel.checkpoint()
         return process
 
-    async def _watch(self, process: Process, popen: subprocess.Popen[bytes]) -> None:
+    def _adopt(self, pidfd: PidFd, argv: Sequence[str]) -> Process:
+        """Supervise a workload started before the loop (the command line's)."""
+        self._claimed.add(pidfd.pid)
+        process = Process(pidfd, argv, True)
+        self.processes[pidfd.pid] = process
+        self._running_group().start_soon(self._watch, process, None)
+        return process
+
+    async def _watch(self, process: Process, popen: object) -> None:
         status: ExitStatus | None = None
         try:
             # Shielded: when the surrounding scope is cancelled, the workload
-            # still has to be ended and reaped (by _end_all), and this task
-            # is what reaps it. _end_all closes the pidfd of one that
-            # survives even SIGKILL, which ends the wait.
+            # still has to be ended and reaped, and this task is what reaps
+            # it. A workload that survives even SIGKILL has its pidfd
+            # closed by the shutdown, which ends the wait.
             with anyio.CancelScope(shield=True):
                 status = await process.pidfd.wait()
-        except (StatusLostError, ValueError):  # ValueError: the pidfd was closed
-            pass  # the status stays unknown: wait() raises StatusLostError
+        except StatusLostError:
+            self._emit(events.status_lost(process.pid))
+        except ValueError:
+            pass  # the pidfd was closed: the status stays unknown
         finally:
-            process._status = status
             if status is not None:
-                # Tell the Popen object, so it neither warns nor tries to reap.
-                popen.returncode = process.returncode
-                self._emit(
-                    "workload_exited",
-                    f"pid={status.pid} {status.describe()}",
-                    _status_fields(status),
-                )
+                if popen is not None:
+                    # Tell the Popen object, so it neither warns nor reaps.
+                    popen.returncode = status.code if status.signal is None else -status.signal  # type: ignore[attr-defined]
+                self._emit(events.workload_exited(status))
             self._claimed.discard(process.pid)
-            self._popens.pop(process.pid, None)
-            process.pidfd.close()
-            process._exited.set()
+            process._finish(status)
 
     def claim(self, pid: int) -> None:
         """Never reap ``pid`` as an orphan: its parent code waits for it itself."""
         self._claimed.add(pid)
 
     def unclaim(self, pid: int) -> None:
-        """Undo :meth:`claim`."""
+        """Undo :meth:`claim` (an exited ``pid`` is reaped now, when reaping)."""
         self._claimed.discard(pid)
+        if self._reaper is not None:
+            with contextlib.suppress(ClaimsUnknown):
+                self._reaper.reap_now()
 
     # -- signals --------------------------------------------------------------
 
     def forward_signals(
-        self, process: Process, signals: Iterable[int] = FORWARDED, *, group: bool | None = None
+        self,
+        process: Process,
+        signals: Iterable[int] = LIBRARY_DEFAULT,
+        *,
+        group: bool | None = None,
     ) -> None:
         """Forward the signals this program receives to ``process`` until it exits.
 
-        Must be called from the main thread. On trio every signal of
-        ``signals`` works, realtime ones included; on asyncio anyio's
-        receiver is used, which delivers each arrival separately.
+        Must be called from the main thread. The default set is TERM, INT,
+        HUP, QUIT, USR1, USR2 and WINCH; SIGPIPE is never forwarded (the
+        program's own broken-pipe writes raise it). A signal the loop cannot
+        receive (a realtime one on asyncio) raises ``ValueError`` here.
+        Several processes may share a signal: each gets it.
         """
-        if self._task_group is None:
+        from nucleus_trio.backend import refused_signals
+
+        wanted = frozenset(int(s) for s in signals)
+        self._forward(process, check_library_signals(wanted, refused_signals(wanted)), group=group)
+
+    def _forward(
+        self,
+        process: Process,
+        signals: frozenset[int],
+        *,
+        group: bool | None = None,
+        rewrites: Mapping[int, int] | None = None,
+        after: Callable[[int], None] | None = None,
+        until_exit: bool = True,
+    ) -> Target:
+        """The one forwarding rule: route each received signal (rewrites),
+        send it through the pidfd, record it; ``after(received)`` follows a
+        send. With ``until_exit`` the forwarding ends with the process."""
+        forwarder = self._forwarder
+        if forwarder is None:
             raise RuntimeError("the supervisor is not running (use open_supervisor)")
-        self._task_group.start_soon(self._forward, process, frozenset(signals), group)
+        to_group = process.process_group if group is None else group
 
-    async def _forward(self, process: Process, signals: frozenset[int], group: bool | None) -> None:
-        async with anyio.create_task_group() as tg:
+        def deliver(received: int) -> None:
+            route = route_signal(received, rewrites or {})
+            if route.dropped:
+                self._emit(events.signal_dropped(received))
+                return
+            try:
+                process.send_signal(route.signo, group=to_group)
+            except ProcessLookupError:
+                self._log.log(DEBUG, f"workload gone, {route.describe()} not forwarded")
+                return
+            except OSError as exc:
+                self._log.log(ERROR, f"forwarding {route.describe()} failed: {exc.strerror}")
+                return
+            target = -process.pid if to_group else process.pid
+            self._emit(events.signal_forwarded(route.signo, target, received=received))
+            if after is not None:
+                after(received)
 
-            async def until_exit() -> None:
-                await process._exited.wait()
-                tg.cancel_scope.cancel()
+        target = Target(signals, deliver)
+        forwarder.add(target)
+        if until_exit:
+            self._running_group().start_soon(self._unforward_at_exit, process, target)
+        return target
 
-            tg.start_soon(until_exit)
-            async for signo in _receive_signals(signals):
-                try:
-                    process.send_signal(signo, group=group)
-                except ProcessLookupError:
-                    break
-                self._emit(
-                    "signal_forwarded",
-                    f"forwarded {signal_name(signo)} to pid {process.pid}",
-                    signal=signal_name(signo),
-                    signo=signo,
-                    target=-process.pid
-                    if (process.process_group if group is None else group)
-                    else process.pid,
-                )
-            tg.cancel_scope.cancel()
+    async def _unforward_at_exit(self, process: Process, target: Target) -> None:
+        await process._exited.wait()
+        if self._forwarder is not None:
+            self._forwarder.remove(target)
 
     # -- reaping --------------------------------------------------------------
 
     def _claims(self) -> set[int]:
-        popens = _popen_claims()
-        if popens is None:
-            raise _Unsure
-        return self._claimed | popens | _pidfd_claims()
+        return all_claims(self._claimed)
+
+    def _reap_pass(self) -> tuple[list[ExitStatus], bool]:
+        if self._owns_all:
+            waiters = {p.pid: p.pidfd.mark_reaped for p in self.processes.values() if not p.exited}
+            return reap_any(keep=self._keep_reaped, waiters=waiters)
+        from nucleus_trio.reaper import reap_unclaimed
+
+        return reap_unclaimed(self._claims)
+
+    def _on_reaped(self, status: ExitStatus) -> None:
+        if not self._owns_all:
+            self.reaped_orphans.append(status)
+        self._emit(events.zombie_reaped(status, self._reap_level))
 
     def reap_now(self) -> list[ExitStatus]:
         """Reap every orphan nobody claims, now; return their statuses."""
-        reaped: list[ExitStatus] = []
-        more = True
-        while more:
-            batch, more = reap_unclaimed(self._claims)
-            reaped += batch
-        for status in reaped:
-            self.reaped_orphans.append(status)
+        reaper = self._reaper or self._make_reaper()
+        before = len(self.reaped_orphans)
+        reaper.reap_now()
+        return self.reaped_orphans[before:]
+
+    def _make_reaper(self) -> Reaper:
+        return Reaper(self._claims, self._on_reaped, self._on_fault, reap=self._reap_pass)
+
+    async def _run_reaper(self, reaper: Reaper) -> None:
+        with self._sigchld() as wakeups:
+            await reaper.run(wakeups)
+
+    # -- shutdown -------------------------------------------------------------
+
+    def _leftovers(self) -> set[int]:
+        """What the library's block ends: the live workloads, the orphans
+        re-parented here (unclaimed children), and their descendants."""
+        roots = {p.pid for p in self.processes.values() if not p.exited}
+        if self.reap_orphans or self.subreaper:
+            with contextlib.suppress(ClaimsUnknown):
+                claims = self._claims()
+                roots |= {pid for pid in list_children() if pid not in claims}
+        found = set(roots)
+        for root in roots:
+            found |= descendants(root)
+        return {pid for pid in found if not is_zombie(pid)}
+
+    def _on_shutdown_signal(self, phase: str, signo: int, pids: list[int]) -> None:
+        self._emit(events.shutdown_signalled(phase, signo, pids))
+
+    async def _shut_down(self) -> ShutdownReport:
+        """End the workloads and what they left: TERM, grace, KILL; reap them."""
+        report = await shutdown_leftovers(
+            self.grace, find=self._find_leftovers, on_signal=self._on_shutdown_signal
+        )
+        if report.terminated or report.survivors:
             self._emit(
-                "zombie_reaped",
-                f"reaped orphan pid={status.pid} ({status.describe()})",
-                _status_fields(status),
-                level=DEBUG,
+                events.shutdown_complete(
+                    report.seconds, report.terminated, report.killed, report.survivors
+                )
             )
-        return reaped
-
-    def _has_foreign_zombie(self) -> bool:
-        """Whether an exited child still waits that this pass left alone."""
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return False
-        return info is not None and info.si_pid not in self._claimed
-
-    async def _reap_loop(self) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._sigchld_watch)
-            while True:
-                try:
-                    self.reap_now()
-                    unsure = self._has_foreign_zombie()
-                except _Unsure:
-                    unsure = True
-                if unsure:
-                    # Someone is about to claim it (or reap it): look again
-                    # shortly; this runs only while such a zombie exists.
-                    with anyio.move_on_after(RECHECK_DELAY):
-                        await self._reap_wake.wait()
-                else:
-                    await self._reap_wake.wait()
-                self._reap_wake = anyio.Event()
-
-    async def _sigchld_watch(self) -> None:
-        async for _ in _receive_signals(frozenset({signal.SIGCHLD})):
-            self._reap_wake.set()
+        for pid in report.survivors:
+            self._emit(events.shutdown_survivor(pid))
+            process = self.processes.get(pid)
+            if process is not None:
+                process.pidfd.close()  # unkillable: stop waiting for it
+        if not self._owns_all:
+            # What the shutdown ended and left to us: ours to reap, by PID
+            # (no other part of the program claims them: see _leftovers).
+            for pid in set(report.terminated) - set(self.processes):
+                status = reap_pid(pid)
+                if status is not None:
+                    self._on_reaped(status)
+        return report
 
     # -- running --------------------------------------------------------------
-
-    async def _end_all(self) -> None:
-        """SIGTERM every live workload, SIGKILL after the grace, reap them all."""
-        live = [p for p in self.processes.values() if not p._exited.is_set()]
-        if not live:
-            return
-        for process in live:
-            try:
-                process.terminate()
-            except ProcessLookupError:
-                pass
-
-        async def all_exited() -> None:
-            for process in live:
-                await process._exited.wait()
-
-        with anyio.move_on_after(self.grace) as scope:
-            await all_exited()
-        if scope.cancelled_caught:
-            for process in live:
-                if not process._exited.is_set():
-                    try:
-                        process.kill()
-                    except ProcessLookupError:
-                        pass
-            with anyio.move_on_after(KILL_WAIT):
-                await all_exited()
-            for process in live:
-                if not process._exited.is_set():
-                    # Unkillable (uninterruptible sleep): stop waiting for it.
-                    process.pidfd.close()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED
@@ -523,52 +407,77 @@ class Supervisor:
             task_status.started(self)
             await anyio.sleep_forever()
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def _running(self) -> AsyncIterator[Supervisor]:
-        was_subreaper = False
-        if self.subreaper:
-            from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
+        from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
 
-            was_subreaper = get_child_subreaper()
+        was_subreaper = get_child_subreaper() if self.subreaper else True
+        if not was_subreaper:
             set_child_subreaper()
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as outer:
-                if self._writer is not None:
-                    outer.start_soon(self._write_events)
+                if self._runs_log:
+                    outer.start_soon(self._log.run)
                 try:
-                    async with anyio.create_task_group() as tg:
-                        self._task_group = tg
+                    async with anyio.create_task_group() as group:
+                        self._task_group = group
+                        self._forwarder = Forwarder(group, self._on_fault)
                         if self.reap_orphans:
-                            tg.start_soon(self._reap_loop)
+                            self._reaper = self._make_reaper()
+                            group.start_soon(self._run_reaper, self._reaper)
                         try:
                             yield self
                         except BaseException as exc:
                             body_error = exc
                             raise
                         finally:
-                            with anyio.CancelScope(shield=True):
-                                await self._end_all()
-                                if self.reap_orphans:
-                                    try:
-                                        self.reap_now()
-                                    except _Unsure:
-                                        pass
-                            tg.cancel_scope.cancel()
+                            await self._end(body_error)
+                            group.cancel_scope.cancel()
+                    self._final_reap()
                 finally:
-                    self._task_group = None
-                    if self.subreaper and not was_subreaper:
-                        from nucleus_trio.kernel import set_child_subreaper
-
+                    self._task_group = self._forwarder = None
+                    if not was_subreaper:
                         set_child_subreaper(False)
-                    self._lines_send.close()
-                    # The event writer may finish what is queued, briefly.
-                    outer.cancel_scope.deadline = anyio.current_time() + 1.0
-        except BaseExceptionGroup as group:
+                    if self._runs_log:
+                        self._log.close()
+                    outer.cancel_scope.deadline = anyio.current_time() + FLUSH_TIMEOUT
+        except BaseExceptionGroup as group_error:
             # The body's own exception comes out as itself, not in a group.
-            if body_error is not None and _only(group) is body_error:
+            if body_error is not None and _only(group_error) is body_error:
                 raise body_error from None
             raise
+
+    async def _end(self, body_error: BaseException | None) -> None:
+        """The block's end: the shutdown, whatever ended the block. A second
+        KeyboardInterrupt during it gives way to the exception already on
+        its way out."""
+        try:
+            await self._shut_down()
+        except KeyboardInterrupt:
+            if body_error is None:
+                raise
+
+    def _final_reap(self) -> None:
+        """Leave no zombie that the reaper task had no turn to take."""
+        if self._reaper is None:
+            return
+        try:
+            self._reaper.reap_now()
+        except ClaimsUnknown:
+            pass
+        except Exception as exc:
+            self._on_fault(exc)
+
+
+@contextlib.contextmanager
+def _sigchld_receiver() -> Iterator[AsyncIterator[object]]:
+    import signal
+
+    from nucleus_trio.backend import open_signal_receiver
+
+    with open_signal_receiver({signal.SIGCHLD}) as receiver:
+        yield receiver
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -584,27 +493,7 @@ def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     return leaves[0] if len(leaves) == 1 else None
 
 
-def _status_fields(status: ExitStatus) -> dict[str, object]:
-    if status.signal is not None:
-        return {"pid": status.pid, "signal": signal_name(status.signal), "signo": status.signal}
-    return {"pid": status.pid, "exit_code": status.code}
-
-
-async def _receive_signals(signals: frozenset[int]) -> AsyncIterator[int]:
-    """Yield received signal numbers: trio's receiver on trio, anyio's on asyncio."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        with trio.open_signal_receiver(*signals) as receiver:
-            async for signo in receiver:
-                yield signo
-    else:
-        with anyio.open_signal_receiver(*(signal.Signals(s) for s in signals)) as receiver:
-            async for signo in receiver:
-                yield int(signo)
-
-
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def open_supervisor(
     *,
     grace: float = 5.0,
@@ -618,9 +507,10 @@ async def open_supervisor(
 
     ``reap_orphans`` reaps zombies nobody else claims (useful as PID 1 or
     with ``subreaper``, which registers this process as child subreaper).
-    ``events`` receives one audit record (a ``dict``) per event: see
-    :data:`EventSinkLike`. On the way out every workload still running gets
-    SIGTERM, then SIGKILL after ``grace`` seconds, and is reaped.
+    ``events`` receives one audit record per event: see
+    :data:`~nucleus_trio.audit.EventSinkLike`. On the way out every workload
+    still running, and what the workloads left behind, gets SIGTERM, then
+    SIGKILL after ``grace`` seconds, and is reaped.
     """
     supervisor = Supervisor(
         grace=grace,
