@@ -82,8 +82,8 @@ SITECUSTOMIZE = textwrap.dedent(
     elif fault in ("reaper-early", "reaper-once"):
         # Every reaping pass the init may use (reap_unclaimed, or reap_any
         # for an init that owns every child), wherever it was imported to.
+        import nucleus_trio.machinery as machinery
         import nucleus_trio.reaper as reaper
-        import nucleus_trio.supervisor as supervisor
 
         calls = [0]
         fired = [False]
@@ -108,21 +108,21 @@ SITECUSTOMIZE = textwrap.dedent(
 
             return reaping_pass
 
-        for module in (reaper, supervisor):
+        for module in (reaper, machinery):
             for name in ("reap_unclaimed", "reap_any"):
                 if hasattr(module, name):
                     setattr(module, name, wrap(getattr(module, name)))
     elif fault == "dispatch-raise":
-        import nucleus_trio.supervisor as supervisor
+        import nucleus_trio.forwarding as forwarding
 
-        original_route = supervisor.route_signal
+        original_route = forwarding.route_signal
 
         def route_signal(signo, rewrites):
             if signo == signal.SIGURG:
                 raise RuntimeError("injected fault: route_signal")
             return original_route(signo, rewrites)
 
-        supervisor.route_signal = route_signal
+        forwarding.route_signal = route_signal
     elif fault == "pidfd-eperm":
         # A seccomp profile that refuses pidfd_open (Docker's default one did
         # before 20.10), between the workload's start and trio's.

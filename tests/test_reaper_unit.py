@@ -17,14 +17,8 @@ from collections.abc import Callable, Collection, Iterator
 import pytest
 
 from nucleus_trio import reaper
-from nucleus_trio.reaper import (
-    BATCH,
-    Reaper,
-    _children_from_stat,
-    list_children,
-    reap_pid,
-    reap_unclaimed,
-)
+from nucleus_trio.proctree import _children_from_stat, list_children
+from nucleus_trio.reaper import BATCH, Reaper, reap_pid, reap_unclaimed
 from nucleus_trio.status import ExitStatus
 
 pytestmark = pytest.mark.timeout(30)
@@ -220,7 +214,7 @@ def test_claimed_children_stay_zombies(kids: Kids) -> None:
 
 def test_claimed_zombie_at_the_head(kids: Kids, monkeypatch: pytest.MonkeyPatch) -> None:
     require_no_baseline_zombie(kids)
-    spy = Spy(reaper.list_children)
+    spy = Spy(reaper.list_children)  # type: ignore[attr-defined]
     monkeypatch.setattr(reaper, "list_children", spy)
     head = kids.exit_with(20)  # the oldest child: P_ALL sees it first
     behind = [kids.exit_with(21), kids.exit_with(22), kids.exit_with(23)]

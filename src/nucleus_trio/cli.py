@@ -339,8 +339,8 @@ def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
     container hung: killing is the only safe choice once the init cannot
     supervise any more.
     """
+    from nucleus_trio.proctree import leftovers
     from nucleus_trio.reaper import reap_any
-    from nucleus_trio.shutdown import leftovers
     from nucleus_trio.stderr import report_fault
 
     report_fault(exc)

@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from nucleus_trio.shutdown import ShutdownReport
     from nucleus_trio.status import ExitStatus
 
 #: Plain log messages: shown on stderr, never audited.
@@ -259,6 +260,18 @@ def shutdown_complete(
         "survivors": list(survivors),
     }
     return Event(SHUTDOWN_COMPLETE, detail, INFO, False, fields)
+
+
+def shutdown_over(report: ShutdownReport) -> list[Event]:
+    """The events that close a shutdown: ``shutdown_complete`` when it had
+    anything to do, and a ``shutdown_survivor`` per process SIGKILL missed."""
+    done: list[Event] = []
+    if report.terminated or report.survivors:
+        done.append(
+            shutdown_complete(report.seconds, report.terminated, report.killed, report.survivors)
+        )
+    done.extend(shutdown_survivor(pid) for pid in report.survivors)
+    return done
 
 
 def shutdown_survivor(pid: int) -> Event:

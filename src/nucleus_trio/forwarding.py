@@ -19,7 +19,14 @@ import anyio
 import anyio.abc
 import attrs
 
+from nucleus_trio import events
+from nucleus_trio.levels import DEBUG, ERROR
 from nucleus_trio.signals import FORWARDED, signal_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nucleus_trio.audit import EventLog
+    from nucleus_trio.process import Process
 
 #: What the library forwards when asked for no set: the seed's six and WINCH.
 LIBRARY_DEFAULT: frozenset[int] = frozenset(
@@ -90,6 +97,51 @@ class Target:
     def __init__(self, signals: frozenset[int], deliver: Callable[[int], None]) -> None:
         self.signals = signals
         self.deliver = deliver
+
+
+class ProcessTarget(Target):
+    """The one forwarding rule, for one process: route the received signal
+    (``rewrites``), send it through the pidfd (to the process group with
+    ``group``, by default when the process has its own), record it; then
+    ``after(received)``, the init's hook for ``--kill-after``."""
+
+    def __init__(
+        self,
+        process: Process,
+        signals: frozenset[int],
+        log: EventLog,
+        *,
+        group: bool | None = None,
+        rewrites: Mapping[int, int] | None = None,
+        after: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(signals, self.forward)
+        self.process = process
+        self.group = process.process_group if group is None else group
+        self.rewrites = dict(rewrites or {})
+        self.after = after
+        self.log = log
+
+    def forward(self, received: int) -> None:
+        """Forward one received signal."""
+        route = route_signal(received, self.rewrites)
+        if route.dropped:
+            self.log.emit(events.signal_dropped(received))
+            return
+        try:
+            self.process.send_signal(route.signo, group=self.group)
+        except ProcessLookupError:
+            self.log.log(DEBUG, f"workload gone, {route.describe()} not forwarded")
+            return
+        except OSError as exc:
+            self.log.log(ERROR, f"forwarding {route.describe()} failed: {exc.strerror}")
+            return
+        pid = self.process.pid
+        self.log.emit(
+            events.signal_forwarded(route.signo, -pid if self.group else pid, received=received)
+        )
+        if self.after is not None:
+            self.after(received)
 
 
 class Forwarder:

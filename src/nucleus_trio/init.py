@@ -30,13 +30,13 @@ from nucleus_trio.exits import EXIT_STATUS_LOST
 from nucleus_trio.forwarding import Target
 from nucleus_trio.kernel import open_signalfd
 from nucleus_trio.levels import DEBUG, INFO, WARNING
+from nucleus_trio.machinery import Machinery, sigchld_receiver
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.process import Process
-from nucleus_trio.shutdown import leftovers
+from nucleus_trio.proctree import leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
 from nucleus_trio.stderr import report_fault
-from nucleus_trio.supervisor import Supervisor
 
 #: How long the init waits for its last log lines on the way out; a stalled
 #: stderr must not keep the container alive.
@@ -55,31 +55,30 @@ class _Init:
         self.stop = anyio.Event()
         self.kill_after_armed = False
         self.workload: Process | None = None
-        sup = Supervisor(grace=config.grace, reap_orphans=True)
-        sup._log = log
-        sup._runs_log = False
-        sup._owns_all = owns_all_children
-        sup._reap_level = WARNING if config.warn_reap else DEBUG
-        # In a storm nobody may read the statuses: build none.
-        sup._keep_reaped = log.wants_event(sup._reap_level)
-        sup._find_leftovers = leftovers
-        sup._report_fault = report_fault
-        if owns_all_children:
-            sup._sigchld = _signalfd_wakeups
-        self.supervisor = sup
+        self.machinery = Machinery(
+            grace=config.grace,
+            log=log,
+            reap_orphans=True,
+            owns_all=owns_all_children,
+            reap_level=WARNING if config.warn_reap else DEBUG,
+            runs_log=False,
+            find_leftovers=leftovers,
+            report_fault=report_fault,
+            sigchld=_signalfd_wakeups if owns_all_children else sigchld_receiver,
+        )
 
     async def start(self, workload: PidFd | None) -> None:
         """Adopt the workload (or, for run_command, start it) and forward."""
         config = self.config
-        sup = self.supervisor
+        machinery = self.machinery
         if config.pause:
-            assert sup._forwarder is not None
-            sup._forwarder.add(Target(FORWARDED, self._pause_signal))
+            assert machinery.forwarder is not None
+            machinery.forwarder.add(Target(FORWARDED, self._pause_signal))
             return
         if workload is not None:
-            self.workload = sup._adopt(workload, config.argv)
+            self.workload = machinery.adopt(workload, config.argv)
         else:
-            self.workload = await sup._start(
+            self.workload = await machinery.spawn(
                 config.argv,
                 env=dict(config.env),
                 clean_env=config.clean_env,
@@ -89,7 +88,7 @@ class _Init:
                 no_new_privs=config.no_new_privs,
                 close_fds=False,
             )
-        sup._forward(
+        machinery.forward(
             self.workload,
             FORWARDED,
             group=config.pgroup,
@@ -111,7 +110,7 @@ class _Init:
         if received not in _STOPPERS or seconds is None or self.kill_after_armed:
             return
         self.kill_after_armed = True
-        self.supervisor._running_group().start_soon(self._kill_after, seconds)
+        self.machinery.task_group().start_soon(self._kill_after, seconds)
 
     async def _kill_after(self, seconds: float) -> None:
         assert self.workload is not None
@@ -217,7 +216,7 @@ async def run_init(
     unblock = STARTUP_BLOCKED - {signal.SIGCHLD} if owns_all_children else STARTUP_BLOCKED
     status: ExitStatus | None = None
     try:
-        async with init.supervisor._running():
+        async with init.machinery.running():
             try:
                 await init.start(workload)
                 if started is None and not config.pause:

@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nucleus_trio.kernel import PR_SET_CHILD_SUBREAPER, get_child_subreaper, prctl
-from nucleus_trio.reaper import list_children, reap_pid
-from nucleus_trio.shutdown import descendants, is_zombie
+from nucleus_trio.proctree import descendants, is_zombie, list_children
+from nucleus_trio.reaper import reap_pid
 from nucleus_trio.supervisor import Supervisor, open_supervisor
 
 #: Grace of the fixture's own clean-up: a leak is already a failure.

@@ -23,10 +23,14 @@ Standard library only at import: the crash guard uses :func:`reap_any`.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 from nucleus_trio.claims import ClaimsUnknown
-from nucleus_trio.status import ExitStatus
+from nucleus_trio.proctree import list_children
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nucleus_trio.status import ExitStatus
 
 #: Reaps between two checkpoints, so a storm of exits never holds up the
 #: forwarding of a signal for long.
@@ -45,50 +49,10 @@ RETRY_AFTER_FAULT = 0.5
 UNSURE_RETRIES = (0.005, 0.02, 0.05, 0.2, 1.0)
 
 
-def list_children(pid: int | None = None) -> list[int]:
-    """The PIDs of the children of ``pid`` (default: this process).
-
-    Read from every thread's ``children`` list; for this process, on a kernel
-    without those lists, from a walk of ``/proc/*/stat``.
-    """
-    base = "/proc/self" if pid is None else f"/proc/{pid}"
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"{base}/task")
-    except OSError:
-        tids = []
-    found_file = False
-    for tid in tids:
-        try:
-            with open(f"{base}/task/{tid}/children", "rb") as handle:
-                found_file = True
-                kids.extend(int(word) for word in handle.read().split())
-        except OSError:
-            continue
-    if found_file or pid is not None:
-        return kids
-    return list(_children_from_stat())
-
-
-def _children_from_stat() -> Iterator[int]:
-    """Fallback for kernels without ``children`` files: walk ``/proc/*/stat``."""
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == me:
-            yield int(entry)
-
-
 def reap_pid(pid: int) -> ExitStatus | None:
     """Reap ``pid`` if it has exited; ``None`` if it runs or is already gone."""
+    from nucleus_trio.status import ExitStatus
+
     try:
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
     except ChildProcessError:
@@ -120,6 +84,8 @@ def reap_any(
     A child named in ``waiters`` has its status handed to that callback
     instead: the workload's status is never lost to the orphan reaper.
     """
+    from nucleus_trio.status import ExitStatus
+
     reaped: list[ExitStatus] = []
     for _ in range(limit):
         info = _next_exited(keep_zombie=False)

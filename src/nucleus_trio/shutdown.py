@@ -33,7 +33,7 @@ import anyio
 import attrs
 
 from nucleus_trio.backend import wait_readable
-from nucleus_trio.reaper import list_children
+from nucleus_trio.proctree import leftovers
 
 #: After SIGKILL, how long to wait for the kernel to finish the processes off
 #: before giving up on them (a process in uninterruptible sleep can take a
@@ -55,58 +55,6 @@ class ShutdownReport:
     killed: tuple[int, ...] = ()
     survivors: tuple[int, ...] = ()
     seconds: float = 0.0
-
-
-def own_namespace_proc() -> bool:
-    """Whether this process is PID 1 and ``/proc`` shows its own namespace."""
-    if os.getpid() != 1:
-        return False
-    try:
-        return os.readlink("/proc/self") == "1"
-    except OSError:
-        return False
-
-
-def namespace_processes() -> set[int]:
-    """Every process of the PID namespace but the init (``/proc`` must be ours)."""
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()} - {os.getpid()}
-
-
-def descendants(root: int | None = None) -> set[int]:
-    """Every descendant of ``root`` (default: this process)."""
-    me = os.getpid()
-    start = me if root is None else root
-    found: set[int] = set()
-    frontier = [start]
-    while frontier:
-        parent = frontier.pop()
-        kids = list_children(None if parent == me else parent)
-        for kid in kids:
-            if kid not in found and kid != me:
-                found.add(kid)
-                frontier.append(kid)
-    return found
-
-
-def is_zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited and waits to be reaped (or is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return True
-    # The command name may hold spaces and parentheses: the state follows the last ')'.
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
-
-
-def leftovers() -> set[int]:
-    """The live processes the shutdown must end (see the module's docstring).
-
-    Zombies are left out: they have nothing to end, and their reaping is the
-    reaper's (or their own parent's) business.
-    """
-    found = namespace_processes() if own_namespace_proc() else descendants()
-    return {pid for pid in found if not is_zombie(pid)}
 
 
 class _Tracked:
@@ -205,12 +153,16 @@ async def shutdown_leftovers(
         try:
             try:
                 await state.terminate(started + grace)
-            except KeyboardInterrupt as exc:
+            except BaseException as exc:
+                if not is_interruption(exc):
+                    raise
                 interrupted = exc
             try:
                 if interrupted is not None or anyio.current_time() >= started + grace:
                     await state.kill()
-            except KeyboardInterrupt as exc:
+            except BaseException as exc:
+                if not is_interruption(exc):
+                    raise
                 # SIGKILL is sent; only the wait for the kernel is cut short.
                 interrupted = interrupted or exc
             survivors = tuple(state.tracked.alive())
@@ -222,6 +174,15 @@ async def shutdown_leftovers(
     if interrupted is not None:
         raise interrupted
     return report
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C as the loop delivers it: a KeyboardInterrupt
+    (trio raises it where the main task waits, so a task group may wrap it),
+    or on asyncio the main task's cancellation by ``asyncio.Runner``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_interruption(inner) for inner in exc.exceptions)
+    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
 
 
 class _Shutdown:

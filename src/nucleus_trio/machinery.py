@@ -1,0 +1,418 @@
+"""The one machinery of both faces: the init is a supervisor with one workload.
+
+:class:`Machinery` runs in a task group, on trio or asyncio: one task per
+workload waits on its pidfd, one reaper task (woken by SIGCHLD), one
+receiver per forwarded signal set, and the event writer. When its block
+ends, whatever ended it, the shutdown schedule of
+:mod:`nucleus_trio.shutdown` ends what is left (README, "Shutdown" and
+"Library").
+
+Its policies are parameters: the command line's init owns every child, is
+woken by a signalfd and ends every process of its namespace or subtree
+(:mod:`nucleus_trio.init`); the library's :class:`~nucleus_trio.Supervisor`
+reaps only the unclaimed and ends its workloads, their descendants and the
+orphans re-parented to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from nucleus_trio import events
+from nucleus_trio.audit import EventLog
+from nucleus_trio.claims import ClaimsUnknown, all_claims
+from nucleus_trio.environment import workload_environment
+from nucleus_trio.forwarding import Forwarder, ProcessTarget
+from nucleus_trio.identity import Identity
+from nucleus_trio.levels import DEBUG
+from nucleus_trio.pidfd import PidFd, StatusLostError
+from nucleus_trio.process import Process
+from nucleus_trio.proctree import descendants, is_zombie, list_children
+from nucleus_trio.reaper import Reaper, reap_any, reap_pid, reap_unclaimed
+from nucleus_trio.shutdown import ShutdownReport, is_interruption, shutdown_leftovers
+from nucleus_trio.spawn import SpawnError, popen_workload
+from nucleus_trio.status import ExitStatus
+
+#: How long the event writer may finish what is queued on the way out; a
+#: stalled sink must not keep the block (or the container) alive.
+FLUSH_TIMEOUT = 1.0
+
+WakeupSource = Callable[[], contextlib.AbstractContextManager[AsyncIterator[object]]]
+
+
+@contextlib.contextmanager
+def sigchld_receiver() -> Iterator[AsyncIterator[object]]:
+    """The library's SIGCHLD source: the loop's own signal receiver."""
+    from nucleus_trio.backend import open_signal_receiver
+
+    with open_signal_receiver({signal.SIGCHLD}) as receiver:
+        yield receiver
+
+
+class Machinery:
+    """Workloads, reaper, forwarding, shutdown and events, in one task group.
+
+    ``owns_all`` (the init) reaps any child with one ``waitid``; otherwise
+    only children nobody claims (:mod:`nucleus_trio.claims`). ``find_leftovers``
+    says what the shutdown ends (default: :meth:`leftovers`). ``sigchld``
+    gives the reaper's wake-ups. ``runs_log`` runs (and closes) the event
+    log with the block; the init runs its log around it, to record its stop.
+    """
+
+    def __init__(
+        self,
+        *,
+        grace: float,
+        log: EventLog,
+        reap_orphans: bool,
+        subreaper: bool = False,
+        owns_all: bool = False,
+        reap_level: int = DEBUG,
+        runs_log: bool = True,
+        find_leftovers: Callable[[], set[int]] | None = None,
+        sigchld: WakeupSource = sigchld_receiver,
+        report_fault: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.grace = grace
+        self.log = log
+        self.reap_orphans = reap_orphans
+        self.subreaper = subreaper
+        self.owns_all = owns_all
+        self.reap_level = reap_level
+        # In a storm nobody may read the init's statuses: build none.
+        self.keep_reaped = not owns_all or log.wants_event(reap_level)
+        self.runs_log = runs_log
+        self.find_leftovers = find_leftovers or self.leftovers
+        self.sigchld = sigchld
+        self.report_fault = report_fault
+        self.processes: dict[int, Process] = {}
+        self.reaped_orphans: list[ExitStatus] = []
+        self.claimed: set[int] = set()
+        self.forwarder: Forwarder | None = None
+        self.reaper: Reaper | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def emit(self, event: events.Event) -> None:
+        """Record ``event``; never blocks."""
+        self.log.emit(event)
+
+    def on_fault(self, exc: Exception) -> None:
+        """A side task failed: say so and carry on (supervision must not stop)."""
+        if self.report_fault is not None:
+            self.report_fault(exc)
+        self.emit(events.init_error(f"internal error (carrying on): {exc!r}"))
+
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The running task group (``RuntimeError`` outside the block)."""
+        if self._task_group is None:
+            raise RuntimeError("the supervisor is not running (use open_supervisor)")
+        return self._task_group
+
+    # -- workloads ------------------------------------------------------------
+
+    async def spawn(self, argv: Sequence[str], **options: Any) -> Process:
+        """The one spawn path once the loop runs (the library and run_command);
+        ``options`` as :func:`_popen` takes them. Raises
+        :class:`~nucleus_trio.SpawnError` when the program cannot run."""
+        group = self.task_group()
+        child = _popen(argv, self.emit, **options)
+        # Claimed before any checkpoint, so the orphan reaper never takes it.
+        self.claimed.add(child.pid)
+        process = Process(PidFd.open(child.pid), argv, bool(options.get("process_group", True)))
+        self.processes[child.pid] = process
+        group.start_soon(self._watch, process, child)
+        await anyio.lowlevel.checkpoint()
+        return process
+
+    def adopt(self, pidfd: PidFd, argv: Sequence[str]) -> Process:
+        """Supervise a workload started before the loop (the command line's)."""
+        self.claimed.add(pidfd.pid)
+        process = Process(pidfd, argv, True)
+        self.processes[pidfd.pid] = process
+        self.task_group().start_soon(self._watch, process, None)
+        return process
+
+    async def _watch(self, process: Process, popen: Any) -> None:
+        status: ExitStatus | None = None
+        try:
+            # Shielded: when the surrounding scope is cancelled, the workload
+            # still has to be ended and reaped, and this task is what reaps
+            # it. One that survives even SIGKILL has its pidfd closed by the
+            # shutdown, which ends the wait.
+            with anyio.CancelScope(shield=True):
+                status = await process.pidfd.wait()
+        except StatusLostError:
+            self.emit(events.status_lost(process.pid))
+        except ValueError:
+            pass  # the pidfd was closed: the status stays unknown
+        finally:
+            process._finish(status)
+            if status is not None:
+                if popen is not None:
+                    # Tell the Popen object, so it neither warns nor reaps.
+                    popen.returncode = process.returncode
+                self.emit(events.workload_exited(status))
+            self.claimed.discard(process.pid)
+
+    def forward(
+        self,
+        process: Process,
+        signals: frozenset[int],
+        *,
+        group: bool | None = None,
+        rewrites: Mapping[int, int] | None = None,
+        after: Callable[[int], None] | None = None,
+        until_exit: bool = True,
+    ) -> ProcessTarget:
+        """Forward ``signals`` to ``process`` by the one forwarding rule (see
+        :class:`~nucleus_trio.forwarding.ProcessTarget`). With ``until_exit``
+        the forwarding ends with the process, and the signals go back to the
+        program."""
+        if self.forwarder is None:
+            raise RuntimeError("the supervisor is not running (use open_supervisor)")
+        target = ProcessTarget(
+            process, signals, self.log, group=group, rewrites=rewrites, after=after
+        )
+        self.forwarder.add(target)
+        if until_exit:
+            self.task_group().start_soon(self._unforward_at_exit, process, target)
+        return target
+
+    async def _unforward_at_exit(self, process: Process, target: ProcessTarget) -> None:
+        await process._exited.wait()
+        if self.forwarder is not None:
+            self.forwarder.remove(target)
+
+    # -- reaping --------------------------------------------------------------
+
+    def claims(self) -> set[int]:
+        """Every claimed child (may raise :class:`~nucleus_trio.claims.ClaimsUnknown`)."""
+        return all_claims(self.claimed)
+
+    def _make_reaper(self) -> Reaper:
+        policy = _ReapPolicy(self)
+        return Reaper(self.claims, policy.on_reaped, self.on_fault, reap=policy.reap_pass)
+
+    def reap_now(self) -> list[ExitStatus]:
+        """Reap every orphan the policy allows, now; return the statuses kept."""
+        before = len(self.reaped_orphans)
+        (self.reaper or self._make_reaper()).reap_now()
+        return self.reaped_orphans[before:]
+
+    async def _run_reaper(self, reaper: Reaper) -> None:
+        with self.sigchld() as wakeups:
+            await reaper.run(wakeups)
+
+    # -- shutdown -------------------------------------------------------------
+
+    def leftovers(self) -> set[int]:
+        """What the library's block ends: see :func:`library_leftovers`."""
+        live = [p.pid for p in self.processes.values() if not p.exited]
+        return library_leftovers(live, self.claims, orphans=self.reap_orphans or self.subreaper)
+
+    def _on_shutdown_signal(self, phase: str, signo: int, pids: list[int]) -> None:
+        self.emit(events.shutdown_signalled(phase, signo, pids))
+
+    async def shut_down(self) -> ShutdownReport:
+        """End what is left: TERM, the grace (ends early), KILL; reap it."""
+        report = await shutdown_leftovers(
+            self.grace, find=self.find_leftovers, on_signal=self._on_shutdown_signal
+        )
+        for event in events.shutdown_over(report):
+            self.emit(event)
+        for pid in report.survivors:
+            process = self.processes.get(pid)
+            if process is not None:
+                process.pidfd.close()  # unkillable: stop waiting for it
+        if not self.owns_all:
+            # What the shutdown ended and left to us is ours to reap, by PID:
+            # no other part of the program claimed it (see leftovers).
+            for pid in set(report.terminated) - set(self.processes):
+                status = reap_pid(pid)
+                if status is not None:
+                    _ReapPolicy(self).on_reaped(status)
+        return report
+
+    # -- running --------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Machinery]:
+        """Run the tasks for the block; at its end, the shutdown. The
+        exception that ended the block comes out as itself."""
+        from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
+
+        was_subreaper = get_child_subreaper() if self.subreaper else True
+        if not was_subreaper:
+            set_child_subreaper()
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as outer:
+                if self.runs_log:
+                    outer.start_soon(self.log.run)
+                try:
+                    async with anyio.create_task_group() as group:
+                        self._task_group = group
+                        self.forwarder = Forwarder(group, self.on_fault)
+                        if self.reap_orphans:
+                            self.reaper = self._make_reaper()
+                            group.start_soon(self._run_reaper, self.reaper)
+                        try:
+                            yield self
+                        except BaseException as exc:
+                            body_error = exc
+                            raise
+                        finally:
+                            try:
+                                await self._end(body_error)
+                            finally:
+                                group.cancel_scope.cancel()
+                    self._final_reap()
+                finally:
+                    self._task_group = self.forwarder = None
+                    if not was_subreaper:
+                        set_child_subreaper(False)
+                    if self.runs_log:
+                        self.log.close()
+                    outer.cancel_scope.deadline = anyio.current_time() + FLUSH_TIMEOUT
+        except BaseExceptionGroup as group_error:
+            if body_error is not None and _only(group_error) is body_error:
+                raise body_error from None
+            raise
+
+    async def _end(self, body_error: BaseException | None) -> None:
+        """The block's end: the shutdown, whatever ended the block. A second
+        KeyboardInterrupt during it gives way to the exception already on
+        its way out."""
+        try:
+            await self.shut_down()
+        except BaseException as exc:
+            if body_error is None or not is_interruption(exc):
+                raise
+
+    def _final_reap(self) -> None:
+        """Leave no zombie that the reaper task had no turn to take."""
+        if self.reaper is None:
+            return
+        try:
+            self.reaper.reap_now()
+        except ClaimsUnknown:
+            pass
+        except Exception as exc:
+            self.on_fault(exc)
+
+
+class _ReapPolicy:
+    """Which pass the reaper runs, and what a reaped orphan becomes: the init
+    owns every child (its workload's status goes to the workload's waiter);
+    the library reaps only the unclaimed, and keeps their statuses."""
+
+    def __init__(self, machinery: Machinery) -> None:
+        self.machinery = machinery
+
+    def reap_pass(self) -> tuple[list[ExitStatus], bool]:
+        """One batch of the reaping pass."""
+        machinery = self.machinery
+        if machinery.owns_all:
+            live = machinery.processes.values()
+            waiters = {p.pid: p.pidfd.mark_reaped for p in live if not p.exited}
+            return reap_any(keep=machinery.keep_reaped, waiters=waiters)
+        return reap_unclaimed(machinery.claims)
+
+    def on_reaped(self, status: ExitStatus) -> None:
+        """Record one reaped orphan."""
+        machinery = self.machinery
+        if not machinery.owns_all:
+            machinery.reaped_orphans.append(status)
+        machinery.emit(events.zombie_reaped(status, machinery.reap_level))
+
+
+def library_leftovers(
+    workloads: Iterable[int], claims: Callable[[], set[int]], *, orphans: bool
+) -> set[int]:
+    """The live processes a library block ends: its running ``workloads``,
+    with ``orphans`` the children of this process that nobody ``claims``
+    (re-parented here as subreaper), and every descendant of those."""
+    roots = set(workloads)
+    if orphans:
+        with contextlib.suppress(ClaimsUnknown):
+            claimed = claims()
+            roots |= {pid for pid in list_children() if pid not in claimed}
+    found = set(roots)
+    for root in roots:
+        found |= descendants(root)
+    return {pid for pid in found if not is_zombie(pid)}
+
+
+def _popen(
+    argv: Sequence[str],
+    emit: Callable[[events.Event], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    clean_env: bool = False,
+    sd_notify: bool | None = None,
+    shown_argv: Sequence[str] | None = None,
+    identity: Identity | None = None,
+    no_new_privs: bool = False,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Build the environment (``env`` added to the inherited one, or with
+    ``clean_env`` to the minimal one; ``NOTIFY_SOCKET`` with ``sd_notify``,
+    by default when ``env`` names it), start the child, and record it
+    (``shown_argv`` in its place in the audit). ``popen``: the keywords of
+    :func:`~nucleus_trio.spawn.popen_workload`. An ``exec_failed`` event and
+    :class:`~nucleus_trio.SpawnError` when it cannot run."""
+    if not argv:
+        raise ValueError("argv must not be empty")
+    assignments = list((env or {}).items())
+    environment, warnings = workload_environment(
+        os.environ,
+        clean_env=clean_env,
+        assignments=assignments,
+        sd_notify=("NOTIFY_SOCKET" in (env or {})) if sd_notify is None else sd_notify,
+    )
+    for warning in warnings:
+        emit(events.notify_socket_dropped(warning))
+    try:
+        child = popen_workload(
+            argv, env=environment, identity=identity, no_new_privs=no_new_privs, **popen
+        )
+    except OSError as exc:
+        failure = SpawnError(argv[0], exc.errno if exc.errno is not None else errno.EINVAL)
+        emit(events.exec_failed(argv[0], failure.strerror, failure.exit_code))
+        raise failure from None
+    emit(
+        events.container_exec(
+            child.pid,
+            shown_argv or argv,
+            env_keys=[key for key, _ in assignments],
+            uid=identity.uid if identity is not None else None,
+            gid=identity.gid if identity is not None else None,
+            groups=identity.groups if identity is not None else None,
+        )
+    )
+    if no_new_privs:
+        emit(events.no_new_privs_set(child.pid))
+    return child
+
+
+def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single leaf exception of a (nested) group, if there is exactly one."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None

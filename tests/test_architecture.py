@@ -1,0 +1,80 @@
+"""The structure ARCHITECTURE.md describes, held by tests.
+
+The modules on the start-up path run between the first line of the entry
+point and the workload's exec: they must import neither trio nor anyio nor
+attrs (together about 150 ms, README "Benchmarks"), and the crash guard must
+work when those fail to import.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "nucleus_trio"
+
+#: Importable before trio, as ARCHITECTURE.md lists them.
+BEFORE_TRIO = (
+    "nucleus_trio",
+    "nucleus_trio._entry",
+    "nucleus_trio.cli",
+    "nucleus_trio.config",
+    "nucleus_trio.environment",
+    "nucleus_trio.events",
+    "nucleus_trio.exits",
+    "nucleus_trio.identity",
+    "nucleus_trio.kernel",
+    "nucleus_trio.levels",
+    "nucleus_trio.records",
+    "nucleus_trio.signals",
+    "nucleus_trio.spawn",
+    "nucleus_trio.stderr",
+    "nucleus_trio.claims",
+    "nucleus_trio.reaper",
+)
+
+HEAVY = ("trio", "anyio", "attrs", "sniffio")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("module", BEFORE_TRIO)
+def test_start_up_modules_import_no_loop_library(module: str) -> None:
+    code = (
+        "import sys\n"
+        f"import {module}\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    # _entry blocks signals on import: harmless in a child of its own.
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=True
+    )
+    assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"
+
+
+def test_architecture_names_every_module() -> None:
+    text = (SRC.parent.parent / "ARCHITECTURE.md").read_text()
+    for path in sorted(SRC.glob("*.py")):
+        name = "nucleus_trio" if path.stem == "__init__" else path.stem
+        assert f"`{name}`" in text, path.name
+
+
+def longest(kind: type[ast.AST] | tuple[type[ast.AST], ...]) -> tuple[int, str]:
+    sizes = []
+    for path in SRC.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, kind):
+                end = getattr(node, "end_lineno", 0) or 0
+                sizes.append((end - getattr(node, "lineno", 0) + 1, f"{path.name}:{node.name}"))  # type: ignore[attr-defined]
+    return max(sizes)
+
+
+def test_no_class_over_250_lines_and_no_function_over_80() -> None:
+    assert longest(ast.ClassDef)[0] <= 250, longest(ast.ClassDef)
+    assert longest((ast.FunctionDef, ast.AsyncFunctionDef))[0] <= 80, longest(
+        (ast.FunctionDef, ast.AsyncFunctionDef)
+    )
