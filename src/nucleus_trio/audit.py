@@ -16,6 +16,7 @@ must not block). Runs on trio and asyncio.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import signal
@@ -24,8 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
-import anyio
-
+from nucleus_trio.backend import loop
 from nucleus_trio.events import LOG, Event, audit_dropped
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
 from nucleus_trio.records import audit_line
@@ -81,7 +81,7 @@ class WriterThread:
             self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
             self._thread.start()
         call_soon = thread_caller()
-        done = anyio.Event()
+        done = loop().Event()
         failure: list[BaseException] = []
 
         def job() -> None:
@@ -120,15 +120,20 @@ class Sink:
         self._render = render
         self._write = write
         self._on_recovery = on_recovery
-        self._send, self._receive = anyio.create_memory_object_stream[Event](capacity)
+        self._capacity = capacity
+        self._queue: collections.deque[Event] = collections.deque()
+        self._closed = False
+        self._wake: Any = None
         self._writer = WriterThread(f"nucleus-trio-{name}")
 
     def put(self, event: Event) -> None:
         """Queue ``event``; drop and count it when the queue is full or closed."""
-        try:
-            self._send.send_nowait(event)
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        if self._closed or len(self._queue) >= self._capacity:
             self._drop()
+            return
+        self._queue.append(event)
+        if self._wake is not None:
+            self._wake.set()
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -157,32 +162,38 @@ class Sink:
         Cancelled before that (a stalled sink at exit), it counts what it
         could not write: the event being written and those still queued.
         """
-        async with self._receive:
-            writing = False
-            try:
-                async for event in self._receive:
+        new_event = loop().Event
+        writing = False
+        try:
+            while True:
+                # A fresh wake-up before draining: a put during the drain
+                # sets it, so the wait below cannot miss that event.
+                self._wake = new_event()
+                while self._queue:
+                    event = self._queue.popleft()
                     writing = True
-                    if not await self._write_event(event):
-                        writing = False
-                        continue
+                    written = await self._write_event(event)
                     writing = False
-                    if self._unreported and self._on_recovery is not None:
+                    if written and self._unreported and self._on_recovery is not None:
                         count, self._unreported = self._unreported, 0
                         if not await self._write_event(self._on_recovery(count)):
                             self._unreported += count
-            finally:
-                if writing:
-                    self._drop()
-                while True:
-                    try:
-                        self._receive.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                    self._drop()
+                if self._closed:
+                    return
+                await self._wake.wait()
+        finally:
+            self._closed = True
+            if writing:
+                self._drop()
+            while self._queue:
+                self._queue.popleft()
+                self._drop()
 
     def close(self) -> None:
         """No more events: :meth:`run` returns once the queue is written."""
-        self._send.close()
+        self._closed = True
+        if self._wake is not None:
+            self._wake.set()
 
 
 class DirectSink:
@@ -316,7 +327,7 @@ class EventLog:
 
     async def run(self) -> None:
         """Run every sink's task until :meth:`close`."""
-        async with anyio.create_task_group() as group:
+        async with loop().open_task_group() as group:
             if self.log_sink is not None:
                 group.start_soon(self.log_sink.run)
             if self.audit_sink is not None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import _signal
 import os
 
-from nucleus_trio import events, levels
-from nucleus_trio.config import HELP, PROG, USAGE, Action, Config, UsageError, parse_args
+from nucleus_trio import levels
+from nucleus_trio.config import PROG, USAGE, Action, Config, UsageError, help_text, parse_args
 from nucleus_trio.environment import workload_environment
 from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_INTERNAL_ERROR, EXIT_USAGE
 from nucleus_trio.signals import TERMINAL_STOPS
@@ -57,7 +57,7 @@ def usage_error(reason: str, *, show_usage: bool = True) -> None:
 
 def print_info(action: str) -> int:
     """Print the help or the version on stdout; return the exit code (0)."""
-    _stdout(HELP if action == Action.HELP else f"{PROG} {version()}\n")
+    _stdout(help_text() if action == Action.HELP else f"{PROG} {version()}\n")
     return 0
 
 
@@ -133,12 +133,14 @@ def _inherited_fds() -> list[int]:
 
 def prepare_init(config: Config, notes: list[Event]) -> None:
     """Changes to the init itself that must precede the spawn."""
+    # Events are imported only when there is one to record: as PID 1 there
+    # is none before the spawn (README, "Benchmarks": start latency).
     for signo in TERMINAL_STOPS:
         # As tini: a background init never stops on terminal I/O.
         _signal.signal(signo, _signal.SIG_IGN)
     is_pid1 = os.getpid() == 1
     if config.pdeathsig is not None or config.wants_subreaper(is_pid1):
-        from nucleus_trio import kernel
+        from nucleus_trio import events, kernel
 
         if config.pdeathsig is not None:
             try:
@@ -156,6 +158,8 @@ def prepare_init(config: Config, notes: list[Event]) -> None:
                     events.init_error(f"cannot register as child subreaper: {exc}", levels.WARNING)
                 )
     elif not is_pid1:
+        from nucleus_trio import events
+
         notes.append(
             events.log(
                 levels.WARNING,
@@ -265,7 +269,10 @@ def _launch(
         assignments=config.env,
         sd_notify=config.sd_notify,
     )
-    notes.extend(events.notify_socket_dropped(warning) for warning in warnings)
+    if warnings:
+        from nucleus_trio import events
+
+        notes.extend(events.notify_socket_dropped(warning) for warning in warnings)
     try:
         pid = fork_exec(
             config.argv,
@@ -276,6 +283,8 @@ def _launch(
             no_new_privs=config.no_new_privs,
         )
     except (SpawnError, OSError) as exc:
+        from nucleus_trio import events
+
         if isinstance(exc, SpawnError):
             message, code, error = exc.message, exc.exit_code, exc.strerror
         else:
@@ -285,6 +294,8 @@ def _launch(
         _audit_now(audit_fd, config, events.exec_failed(config.argv[0], error, code, message))
         return code
     import time
+
+    from nucleus_trio import events
 
     started = time.monotonic()
     # Nobody reaps before trio runs (SIGCHLD is blocked, and not ignored),
@@ -297,7 +308,7 @@ def _launch(
     notes.append(
         events.container_exec(
             pid,
-            shown_argv(config),
+            config.shown_argv(),
             env_keys=[key for key, _ in config.env],
             uid=identity.uid if identity is not None else None,
             gid=identity.gid if identity is not None else None,
@@ -307,13 +318,6 @@ def _launch(
     if config.no_new_privs:
         notes.append(events.no_new_privs_set(pid))
     return pid, pidfd, started
-
-
-def shown_argv(config: Config) -> list[str]:
-    """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
-    if config.redact_args and len(config.argv) > 1:
-        return [config.argv[0], f"<{len(config.argv) - 1} arguments redacted>"]
-    return list(config.argv)
 
 
 def _let_go(inherited_fds: list[int], audit_fd: int | None) -> None:
@@ -424,6 +428,7 @@ def _run_trio(
     _import_trio()
     import trio
 
+    from nucleus_trio import events
     from nucleus_trio.audit import EventLog
     from nucleus_trio.init import run_with_log
     from nucleus_trio.pidfd import PidFd
@@ -444,6 +449,11 @@ def _run_trio(
     for event in (first, *notes):
         log.emit(event)
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
+    # Everything imported so far lives as long as the init: keep it out of
+    # the collector's scans, which a storm of reaps would otherwise repeat.
+    import gc
+
+    gc.freeze()
     try:
         code = trio.run(run_with_log, config, workload, log, started)
     except BaseException as exc:  # the crash guard: see crash_exit

@@ -382,6 +382,12 @@ class Config:
         """The rewrite rules as a table; a later rule for a signal wins."""
         return dict(self.rewrites)
 
+    def shown_argv(self) -> list[str]:
+        """argv as the audit shows it: in full, or PROGRAM alone with --redact-args."""
+        if self.redact_args and len(self.argv) > 1:
+            return [self.argv[0], f"<{len(self.argv) - 1} arguments redacted>"]
+        return list(self.argv)
+
 
 # A row without its annotation above would be a field mypy does not know of
 # (an annotation without a row, one that never exists): stop the import.
@@ -410,16 +416,17 @@ def _help_entry(option: Option) -> str:
     return head + _HELP_BREAK + text
 
 
-# Built at import, as cli.py imports HELP: one string operation per row.
-_OPTIONS_HELP = "\n".join([_help_entry(option) for option in OPTIONS])
-
-HELP = f"""{USAGE}
+def help_text() -> str:
+    """The text of ``-h``, built from :data:`OPTIONS` when asked for (not at
+    import: the start-up path has no use for it). Also as ``config.HELP``."""
+    options_help = "\n".join([_help_entry(option) for option in OPTIONS])
+    return f"""{USAGE}
 
 Run PROGRAM as the workload of an init: forward signals to it, reap orphaned
 zombies, and exit with its status (128+S when a signal S killed it).
 
 options:
-{_OPTIONS_HELP}
+{options_help}
 
 environment (the peers' variables, so an image keeps its settings; flags win):
   TINI_SUBREAPER           set (to anything): as -s
@@ -430,6 +437,12 @@ environment (the peers' variables, so an image keeps its settings; flags win):
 
 exit status: the workload's; 126/127 when PROGRAM cannot be run; 2 on bad usage.
 """
+
+
+def __getattr__(name: str) -> str:
+    if name == "HELP":
+        return help_text()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------- the peers' variables

@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
-import anyio
-import anyio.abc
 import attrs
 
 from nucleus_trio import events
@@ -152,13 +151,11 @@ class Forwarder:
     more, which gives the signals back to the program.
     """
 
-    def __init__(
-        self, task_group: anyio.abc.TaskGroup, on_fault: Callable[[Exception], None]
-    ) -> None:
+    def __init__(self, task_group: Any, on_fault: Callable[[Exception], None]) -> None:
         self._task_group = task_group
         self._on_fault = on_fault
         self._targets: list[Target] = []
-        self._receivers: list[tuple[frozenset[int], anyio.CancelScope]] = []
+        self._receivers: list[tuple[frozenset[int], Any]] = []
 
     def add(self, target: Target) -> None:
         """Start forwarding ``target.signals`` to ``target``."""
@@ -171,7 +168,9 @@ class Forwarder:
             return
         stack = contextlib.ExitStack()
         receiver = stack.enter_context(open_signal_receiver(missing))
-        scope = anyio.CancelScope()
+        from nucleus_trio.backend import loop
+
+        scope = loop().CancelScope()
         self._receivers.append((missing, scope))
         self._task_group.start_soon(self._dispatch, receiver, scope, stack)
 
@@ -186,7 +185,7 @@ class Forwarder:
                 scope.cancel()
 
     async def _dispatch(
-        self, receiver: AsyncIterator[int], scope: anyio.CancelScope, stack: contextlib.ExitStack
+        self, receiver: AsyncIterator[int], scope: Any, stack: contextlib.ExitStack
     ) -> None:
         with stack, scope:
             async for signo in receiver:

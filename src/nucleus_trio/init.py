@@ -20,11 +20,9 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
-import anyio
-
 from nucleus_trio import events
 from nucleus_trio.audit import EventLog
-from nucleus_trio.cli import shown_argv
+from nucleus_trio.backend import loop
 from nucleus_trio.config import Config
 from nucleus_trio.exits import EXIT_STATUS_LOST
 from nucleus_trio.forwarding import Target
@@ -52,7 +50,7 @@ class _Init:
     def __init__(self, config: Config, log: EventLog, *, owns_all_children: bool) -> None:
         self.config = config
         self.log = log
-        self.stop = anyio.Event()
+        self.stop = loop().Event()
         self.kill_after_armed = False
         self.workload: Process | None = None
         self.machinery = Machinery(
@@ -83,7 +81,7 @@ class _Init:
                 env=dict(config.env),
                 clean_env=config.clean_env,
                 sd_notify=config.sd_notify,
-                shown_argv=shown_argv(config),
+                shown_argv=config.shown_argv(),
                 identity=config.identity,
                 no_new_privs=config.no_new_privs,
                 close_fds=False,
@@ -114,7 +112,7 @@ class _Init:
 
     async def _kill_after(self, seconds: float) -> None:
         assert self.workload is not None
-        await anyio.sleep(seconds)
+        await loop().sleep(seconds)
         group = self.config.pgroup
         try:
             self.workload.send_signal(signal.SIGKILL, group=group)
@@ -176,15 +174,16 @@ class _DrainEachReadiness:
     leave it usable."""
 
     def __init__(self, fd: int) -> None:
+        from nucleus_trio.backend import loop
+
         self._fd = fd
+        self._wait_readable = loop().wait_readable
 
     def __aiter__(self) -> _DrainEachReadiness:
         return self
 
     async def __anext__(self) -> object:
-        from nucleus_trio.backend import wait_readable
-
-        await wait_readable(self._fd)
+        await self._wait_readable(self._fd)
         try:
             while os.read(self._fd, 4096):
                 pass
@@ -245,7 +244,7 @@ async def run_with_log(
 ) -> int:
     """:func:`run_init` with the event writer running beside it."""
     code = None
-    async with anyio.create_task_group() as group:
+    async with loop().open_task_group() as group:
         group.start_soon(log.run)
         try:
             code = await run_init(
@@ -253,6 +252,6 @@ async def run_with_log(
             )
         finally:
             log.close()
-            group.cancel_scope.deadline = anyio.current_time() + FLUSH_TIMEOUT
+            group.cancel_scope.deadline = loop().current_time() + FLUSH_TIMEOUT
     assert code is not None
     return code

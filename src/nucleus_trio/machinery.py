@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import anyio
-import anyio.abc
-import anyio.lowlevel
-
 from nucleus_trio import events
 from nucleus_trio.audit import EventLog
+from nucleus_trio.backend import loop
 from nucleus_trio.claims import ClaimsUnknown, all_claims
 from nucleus_trio.environment import workload_environment
 from nucleus_trio.forwarding import Forwarder, ProcessTarget
@@ -98,9 +96,11 @@ class Machinery:
         self.processes: dict[int, Process] = {}
         self.reaped_orphans: list[ExitStatus] = []
         self.claimed: set[int] = set()
+        #: Who gets the status of a live workload that the init's reaper takes.
+        self.waiters: dict[int, Callable[[ExitStatus], None]] = {}
         self.forwarder: Forwarder | None = None
         self.reaper: Reaper | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: Any = None
 
     def emit(self, event: events.Event) -> None:
         """Record ``event``; never blocks."""
@@ -112,7 +112,7 @@ class Machinery:
             self.report_fault(exc)
         self.emit(events.init_error(f"internal error (carrying on): {exc!r}"))
 
-    def task_group(self) -> anyio.abc.TaskGroup:
+    def task_group(self) -> Any:
         """The running task group (``RuntimeError`` outside the block)."""
         if self._task_group is None:
             raise RuntimeError("the supervisor is not running (use open_supervisor)")
@@ -124,23 +124,24 @@ class Machinery:
         """The one spawn path once the loop runs (the library and run_command);
         ``options`` as :func:`_popen` takes them. Raises
         :class:`~nucleus_trio.SpawnError` when the program cannot run."""
-        group = self.task_group()
+        self.task_group()
         child = _popen(argv, self.emit, **options)
-        # Claimed before any checkpoint, so the orphan reaper never takes it.
-        self.claimed.add(child.pid)
         process = Process(PidFd.open(child.pid), argv, bool(options.get("process_group", True)))
-        self.processes[child.pid] = process
-        group.start_soon(self._watch, process, child)
-        await anyio.lowlevel.checkpoint()
+        self._register(process, child)
+        await loop().checkpoint()
         return process
 
     def adopt(self, pidfd: PidFd, argv: Sequence[str]) -> Process:
         """Supervise a workload started before the loop (the command line's)."""
-        self.claimed.add(pidfd.pid)
         process = Process(pidfd, argv, True)
-        self.processes[pidfd.pid] = process
-        self.task_group().start_soon(self._watch, process, None)
+        self._register(process, None)
         return process
+
+    def _register(self, process: Process, popen: Any) -> None:
+        self.claimed.add(process.pid)  # before any checkpoint: the reaper's no more
+        self.processes[process.pid] = process
+        self.waiters[process.pid] = process.pidfd.mark_reaped
+        self.task_group().start_soon(self._watch, process, popen)
 
     async def _watch(self, process: Process, popen: Any) -> None:
         status: ExitStatus | None = None
@@ -149,7 +150,7 @@ class Machinery:
             # still has to be ended and reaped, and this task is what reaps
             # it. One that survives even SIGKILL has its pidfd closed by the
             # shutdown, which ends the wait.
-            with anyio.CancelScope(shield=True):
+            with loop().CancelScope(shield=True):
                 status = await process.pidfd.wait()
         except StatusLostError:
             self.emit(events.status_lost(process.pid))
@@ -163,6 +164,7 @@ class Machinery:
                     popen.returncode = process.returncode
                 self.emit(events.workload_exited(status))
             self.claimed.discard(process.pid)
+            self.waiters.pop(process.pid, None)
 
     def forward(
         self,
@@ -174,10 +176,8 @@ class Machinery:
         after: Callable[[int], None] | None = None,
         until_exit: bool = True,
     ) -> ProcessTarget:
-        """Forward ``signals`` to ``process`` by the one forwarding rule (see
-        :class:`~nucleus_trio.forwarding.ProcessTarget`). With ``until_exit``
-        the forwarding ends with the process, and the signals go back to the
-        program."""
+        """Forward ``signals`` to ``process`` (the rule: ``ProcessTarget``);
+        with ``until_exit``, until it exits, when the program gets them back."""
         if self.forwarder is None:
             raise RuntimeError("the supervisor is not running (use open_supervisor)")
         target = ProcessTarget(
@@ -220,13 +220,12 @@ class Machinery:
         live = [p.pid for p in self.processes.values() if not p.exited]
         return library_leftovers(live, self.claims, orphans=self.reap_orphans or self.subreaper)
 
-    def _on_shutdown_signal(self, phase: str, signo: int, pids: list[int]) -> None:
-        self.emit(events.shutdown_signalled(phase, signo, pids))
-
     async def shut_down(self) -> ShutdownReport:
         """End what is left: TERM, the grace (ends early), KILL; reap it."""
         report = await shutdown_leftovers(
-            self.grace, find=self.find_leftovers, on_signal=self._on_shutdown_signal
+            self.grace,
+            find=self.find_leftovers,
+            on_signal=lambda *batch: self.emit(events.shutdown_signalled(*batch)),
         )
         for event in events.shutdown_over(report):
             self.emit(event)
@@ -247,8 +246,8 @@ class Machinery:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Machinery]:
-        """Run the tasks for the block; at its end, the shutdown. The
-        exception that ended the block comes out as itself."""
+        """The tasks for the block, then the shutdown; the exception that
+        ended the block comes out as itself."""
         from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
 
         was_subreaper = get_child_subreaper() if self.subreaper else True
@@ -256,11 +255,11 @@ class Machinery:
             set_child_subreaper()
         body_error: BaseException | None = None
         try:
-            async with anyio.create_task_group() as outer:
+            async with loop().open_task_group() as outer:
                 if self.runs_log:
                     outer.start_soon(self.log.run)
                 try:
-                    async with anyio.create_task_group() as group:
+                    async with loop().open_task_group() as group:
                         self._task_group = group
                         self.forwarder = Forwarder(group, self.on_fault)
                         if self.reap_orphans:
@@ -283,7 +282,7 @@ class Machinery:
                         set_child_subreaper(False)
                     if self.runs_log:
                         self.log.close()
-                    outer.cancel_scope.deadline = anyio.current_time() + FLUSH_TIMEOUT
+                    outer.cancel_scope.deadline = loop().current_time() + FLUSH_TIMEOUT
         except BaseExceptionGroup as group_error:
             if body_error is not None and _only(group_error) is body_error:
                 raise body_error from None
@@ -301,10 +300,9 @@ class Machinery:
 
     def _final_reap(self) -> None:
         """Leave no zombie that the reaper task had no turn to take."""
-        if self.reaper is None:
-            return
         try:
-            self.reaper.reap_now()
+            if self.reaper is not None:
+                self.reaper.reap_now()
         except ClaimsUnknown:
             pass
         except Exception as exc:
@@ -318,15 +316,14 @@ class _ReapPolicy:
 
     def __init__(self, machinery: Machinery) -> None:
         self.machinery = machinery
-
-    def reap_pass(self) -> tuple[list[ExitStatus], bool]:
-        """One batch of the reaping pass."""
-        machinery = self.machinery
+        #: One batch of the reaping pass.
+        self.reap_pass: Callable[[], tuple[list[ExitStatus], bool]]
         if machinery.owns_all:
-            live = machinery.processes.values()
-            waiters = {p.pid: p.pidfd.mark_reaped for p in live if not p.exited}
-            return reap_any(keep=machinery.keep_reaped, waiters=waiters)
-        return reap_unclaimed(machinery.claims)
+            self.reap_pass = functools.partial(
+                reap_any, keep=machinery.keep_reaped, waiters=machinery.waiters
+            )
+        else:
+            self.reap_pass = functools.partial(reap_unclaimed, machinery.claims)
 
     def on_reaped(self, status: ExitStatus) -> None:
         """Record one reaped orphan."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 
-import anyio
-
+from nucleus_trio.backend import loop
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.status import ExitStatus
 
@@ -20,7 +19,7 @@ class Process:
         self.pidfd = pidfd
         self.argv = tuple(argv)
         self.process_group = process_group
-        self._exited = anyio.Event()
+        self._exited = loop().Event()
         self._status: ExitStatus | None = None
 
     @property
@@ -45,7 +44,7 @@ class Process:
     @property
     def exited(self) -> bool:
         """Whether the process has exited and been reaped (or lost)."""
-        return self._exited.is_set()
+        return bool(self._exited.is_set())
 
     async def wait(self) -> ExitStatus:
         """Wait for the exit and return the status (any number of tasks may wait)."""

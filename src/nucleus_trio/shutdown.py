@@ -29,10 +29,9 @@ import os
 import signal
 from collections.abc import Callable, Iterable
 
-import anyio
 import attrs
 
-from nucleus_trio.backend import wait_readable
+from nucleus_trio.backend import loop, wait_readable
 from nucleus_trio.proctree import leftovers
 
 #: After SIGKILL, how long to wait for the kernel to finish the processes off
@@ -108,7 +107,7 @@ class _Tracked:
 
     async def wait_any(self, pids: Iterable[int]) -> None:
         """Return once at least one process of ``pids`` has exited."""
-        async with anyio.create_task_group() as group:
+        async with loop().open_task_group() as group:
 
             async def one(fd: int) -> None:
                 await wait_readable(fd)
@@ -119,7 +118,7 @@ class _Tracked:
 
     async def wait_all(self, pids: Iterable[int]) -> None:
         """Return once every process of ``pids`` has exited."""
-        async with anyio.create_task_group() as group:
+        async with loop().open_task_group() as group:
             for pid in pids:
                 group.start_soon(wait_readable, self.fds[pid])
 
@@ -148,8 +147,9 @@ async def shutdown_leftovers(
         find, on_signal, os.getpid() == 1 if kill_everything is None else kill_everything
     )
     interrupted: BaseException | None = None
-    with anyio.CancelScope(shield=True):
-        started = anyio.current_time()
+    calls = loop()
+    with calls.CancelScope(shield=True):
+        started = calls.current_time()
         try:
             try:
                 await state.terminate(started + grace)
@@ -158,7 +158,7 @@ async def shutdown_leftovers(
                     raise
                 interrupted = exc
             try:
-                if interrupted is not None or anyio.current_time() >= started + grace:
+                if interrupted is not None or calls.current_time() >= started + grace:
                     await state.kill()
             except BaseException as exc:
                 if not is_interruption(exc):
@@ -169,7 +169,7 @@ async def shutdown_leftovers(
         finally:
             state.tracked.close()
         report = ShutdownReport(
-            tuple(state.terminated), tuple(state.killed), survivors, anyio.current_time() - started
+            tuple(state.terminated), tuple(state.killed), survivors, calls.current_time() - started
         )
     if interrupted is not None:
         raise interrupted
@@ -182,7 +182,7 @@ def is_interruption(exc: BaseException) -> bool:
     or on asyncio the main task's cancellation by ``asyncio.Runner``."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_interruption(inner) for inner in exc.exceptions)
-    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
+    return isinstance(exc, (KeyboardInterrupt, loop().cancelled))
 
 
 class _Shutdown:
@@ -217,12 +217,13 @@ class _Shutdown:
             # SIGTERM handler may have forked: look again after each exit
             # (no more often than RELIST_INTERVAL, so a crowd that exits one
             # by one does not cost a listing each).
-            listed_at = anyio.current_time()
-            with anyio.move_on_after(max(deadline - listed_at, 0)):
+            calls = loop()
+            listed_at = calls.current_time()
+            with calls.move_on_after(max(deadline - listed_at, 0)):
                 await self.tracked.wait_any(alive)
                 if self.tracked.alive():
-                    await anyio.sleep_until(min(listed_at + RELIST_INTERVAL, deadline))
-            if anyio.current_time() >= deadline:
+                    await calls.sleep_until(min(listed_at + RELIST_INTERVAL, deadline))
+            if calls.current_time() >= deadline:
                 return
 
     async def kill(self) -> None:
@@ -242,5 +243,5 @@ class _Shutdown:
             self.killed += sent
             if sent and self.on_signal is not None:
                 self.on_signal("kill", signal.SIGKILL, sent)
-            with anyio.move_on_after(KILL_WAIT):
+            with loop().move_on_after(KILL_WAIT):
                 await self.tracked.wait_all(alive)
