@@ -107,6 +107,18 @@ def pgrp_of(pid: int) -> int | None:
     return int(fields[2]) if fields else None
 
 
+def group_members(pgid: int) -> dict[int, str]:
+    """Every process (zombies included) in process group ``pgid``: PID -> state."""
+    members: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = stat_fields(int(name))
+        if fields and int(fields[2]) == pgid:
+            members[int(name)] = fields[0]
+    return members
+
+
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` (clock ticks since boot), or None when it is gone."""
     fields = stat_fields(pid)
