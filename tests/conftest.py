@@ -6,13 +6,16 @@ import os
 
 import pytest
 
-from nucleus_trio.config import PEER_VARIABLES
+from nucleus_trio.config import PEER_VARIABLES, VARIABLE_PREFIX
 from tests.support import pidns_available
 
 # The peers' variables change the init's defaults (see test_peer_environment):
 # one set in the environment of the test run would change what every test
 # sees, so the tests that want them set them.
 for _variable in PEER_VARIABLES:
+    os.environ.pop(_variable, None)
+# The same for the init's own variables (NUCLEUS_TRIO_GRACE and the like).
+for _variable in [name for name in os.environ if name.startswith(VARIABLE_PREFIX)]:
     os.environ.pop(_variable, None)
 
 _PIDNS = pidns_available()

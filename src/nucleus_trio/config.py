@@ -28,7 +28,7 @@ PROG = "nucleus-trio"
 USAGE = f"usage: {PROG} [OPTIONS] [--] PROGRAM [ARGS...]   (or {PROG} -P [OPTIONS])"
 
 #: Seconds between SIGTERM and SIGKILL for the processes left behind.
-DEFAULT_GRACE = 5.0
+DEFAULT_GRACE = 3.0
 
 #: The largest number of seconds accepted, so a typo cannot mean "forever".
 MAX_SECONDS = 10_000_000.0
@@ -73,8 +73,8 @@ ACTION = "action"
 def environment_variable(long: str) -> str:
     """The environment variable that stands for the long flag ``long``.
 
-    ``--kill-after`` gives ``NUCLEUS_TRIO_KILL_AFTER``. Only the name is
-    defined here: nothing reads these variables yet.
+    ``--kill-after`` gives ``NUCLEUS_TRIO_KILL_AFTER`` (see
+    :func:`_apply_own_environment`).
     """
     return VARIABLE_PREFIX + long.lstrip("-").upper().replace("-", "_")
 
@@ -104,6 +104,7 @@ class Option:
         "long",
         "metavar",
         "parse",
+        "separator",
         "short",
         "takes_value",
     )
@@ -121,6 +122,7 @@ class Option:
         parse: Callable[[str], object] | None = None,
         const: object = True,
         in_config: bool = True,
+        separator: str = ",",
     ) -> None:
         self.short = short  # "" when the option has no short form
         self.long = long
@@ -132,6 +134,7 @@ class Option:
         self.parse = parse
         self.const = const
         self.in_config = in_config
+        self.separator = separator
         self.takes_value = kind in (VALUE, REPEAT)
         # A mistake in the table, not in a command line: stop the import.
         if (parse is not None) is not self.takes_value:
@@ -141,7 +144,8 @@ class Option:
 
     @property
     def variable(self) -> str:
-        """The environment variable that will stand for this option (not read yet)."""
+        """The environment variable that stands for this option; the values
+        of a repeatable one are separated by :attr:`separator`."""
         return environment_variable(self.long)
 
 
@@ -240,7 +244,7 @@ OPTIONS: tuple[Option, ...] = (
            help="start the workload from a minimal environment\n"
                 "(PATH, TERM=xterm, HOME=/) instead of the inherited one"),
     Option("",   "--env",            REPEAT, "env",            (),
-           metavar="KEY=VALUE", parse=parse_env_assignment,
+           metavar="KEY=VALUE", parse=parse_env_assignment, separator="\n",
            help="set a variable for the workload; repeatable"),
     Option("",   "--sd-notify",      SWITCH, "sd_notify",      False,
            help="pass NOTIFY_SOCKET through (abstract, or under /run/)"),
@@ -428,7 +432,13 @@ zombies, and exit with its status (128+S when a signal S killed it).
 options:
 {options_help}
 
-environment (the peers' variables, so an image keeps its settings; flags win):
+environment (for where no flag can be given: docker's or podman's --init):
+  NUCLEUS_TRIO_<OPTION>    every option but -h and -V, by its long name in upper
+                           snake case: NUCLEUS_TRIO_GRACE=1, NUCLEUS_TRIO_PGROUP=1
+                           (1 or 0), NUCLEUS_TRIO_VERBOSE=2 (a count),
+                           NUCLEUS_TRIO_REWRITE=HUP:TERM,USR1:0 (comma-separated;
+                           NUCLEUS_TRIO_ENV: one KEY=VALUE per line); a flag wins
+  the peers' variables, so an image keeps its settings (the above win over them):
   TINI_SUBREAPER           set (to anything): as -s
   TINI_KILL_PROCESS_GROUP  set (to anything): as -g
   TINI_VERBOSITY=N         logging level 0-{MAX_VERBOSITY} (1 is the default, 3 the most)
@@ -484,14 +494,70 @@ def _apply_peer_environment(values: dict[str, object], environ: Mapping[str, str
         values["verbosity"] = min(max(level, 0), MAX_VERBOSITY)
 
 
+#: What a switch's variable may say: on, or off (the default stays).
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _apply_own_environment(values: dict[str, object], environ: Mapping[str, str]) -> set[str]:
+    """The environment form of every option (README, "Command line"): a
+    switch's variable is on or off (``1``/``0``, ``true``/``false``, ...), a
+    counter's is a count (``NUCLEUS_TRIO_VERBOSE=2`` is ``-vv``), a value's is
+    the value, a repeatable option's its values separated by the row's
+    separator (a comma; a newline for ``--env``). Applied after the peers'
+    variables and before the flags; returns the fields it set, which a flag
+    for the same field then sets afresh. A bad value names the variable."""
+    set_by: dict[str, str] = {}
+    for option in OPTIONS:
+        name = option.variable
+        text = environ.get(name)
+        if text is None or option.kind == ACTION:
+            continue
+        if option.kind == SWITCH:
+            word = text.strip().lower()
+            if word in _FALSE:
+                continue
+            if word not in _TRUE:
+                raise UsageError(f"{name} must be 1 or 0 (true or false), not {text!r}")
+            if set_by.get(option.field, name) != name and values[option.field] != option.const:
+                raise UsageError(f"{set_by[option.field]} and {name} contradict each other")
+            values[option.field] = option.const
+        elif option.kind == COUNT:
+            count = text.strip()
+            if not (count.isascii() and count.isdigit()) or len(count) > 3:
+                raise UsageError(f"{name} must be a count (0, 1, 2, ...), not {text!r}")
+            default = option.default
+            assert isinstance(default, int)
+            values[option.field] = min(default + int(count), MAX_VERBOSITY)
+        else:
+            _apply_value(option, name, text, values)
+        set_by[option.field] = name
+    return set(set_by)
+
+
+def _apply_value(option: Option, name: str, text: str, values: dict[str, object]) -> None:
+    """A value's variable (its errors name ``name``)."""
+    assert option.parse is not None
+    items = [text] if option.kind == VALUE else [i for i in text.split(option.separator) if i]
+    parsed = []
+    for item in items:
+        try:
+            parsed.append(option.parse(item))
+        except (SignalSpecError, EnvError, UsageError) as exc:
+            raise UsageError(f"{name}: {exc}") from None
+    values[option.field] = parsed[0] if option.kind == VALUE else parsed
+
+
 # ------------------------------------------------------------------ the parser
 
 
 def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[str, Config]:
     """Parse the init's arguments (without ``argv[0]``).
 
-    ``environ`` supplies the peers' variables (``TINI_SUBREAPER`` and the
-    like, see :func:`_apply_peer_environment`); the flags override them.
+    ``environ`` supplies the options' own variables (``NUCLEUS_TRIO_GRACE``
+    and the like, see :func:`_apply_own_environment`) and the peers'
+    (``TINI_SUBREAPER`` and the like, see :func:`_apply_peer_environment`):
+    a flag wins over its variable, which wins over the peers'.
     Returns the action (:attr:`Action.RUN`, ``HELP`` or ``VERSION``) and the
     configuration. Raises :class:`UsageError` with a one-line reason.
     """
@@ -501,21 +567,26 @@ def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) ->
     values.update((name, []) for name in _REPEATED)
     # A bad variable must not stop -h or -V: its error waits for the run.
     environment_error: UsageError | None = None
+    from_environment: set[str] = set()
     try:
         _apply_peer_environment(values, environ or {})
+        from_environment = _apply_own_environment(values, environ or {})
     except UsageError as exc:
         environment_error = exc
     words = tuple(args)
-    action, index = _scan(words, values)
+    action, index = _scan(words, values, from_environment)
     if action != Action.RUN:
         return action, Config()
     if environment_error is not None:
         raise environment_error
-    return Action.RUN, _finish(values, words[index:])
+    return Action.RUN, _finish(values, words[index:], from_environment)
 
 
-def _scan(words: Sequence[str], values: dict[str, object]) -> tuple[str, int]:
-    """Apply the options at the front of ``words`` to ``values``.
+def _scan(
+    words: Sequence[str], values: dict[str, object], from_environment: set[str]
+) -> tuple[str, int]:
+    """Apply the options at the front of ``words`` to ``values``; a field in
+    ``from_environment`` starts afresh at its first flag (the flag wins).
 
     Returns the action (``RUN`` unless ``-h`` or ``-V`` came first) and the
     index of the program's first word.
@@ -530,6 +601,8 @@ def _scan(words: Sequence[str], values: dict[str, object]) -> tuple[str, int]:
         if not word.startswith("-") or word == "-":
             break
         index += 1
+        if from_environment:
+            _forget_environment(word, values, from_environment)
         if word.startswith("--"):
             action, index = _long_option(word, words, index, values)
         else:
@@ -537,6 +610,31 @@ def _scan(words: Sequence[str], values: dict[str, object]) -> tuple[str, int]:
         if action != Action.RUN:
             return action, index
     return Action.RUN, index
+
+
+def _forget_environment(word: str, values: dict[str, object], fields: set[str]) -> None:
+    """Reset what a variable set for the options ``word`` spells."""
+    if word.startswith("--"):
+        option = _BY_FLAG.get(word.partition("=")[0])
+        if option is None:
+            try:
+                option = _BY_FLAG[_expand_long(word.partition("=")[0])]
+            except UsageError:
+                return  # the parse proper reports it
+        flags = [option]
+    else:
+        flags = []
+        for letter in word[1:]:
+            option = _BY_FLAG.get("-" + letter)
+            if option is None:
+                break
+            flags.append(option)
+            if option.takes_value:
+                break
+    for option in flags:
+        if option.field in fields:
+            fields.discard(option.field)
+            values[option.field] = [] if option.kind == REPEAT else _DEFAULTS[option.field]
 
 
 def _long_option(
@@ -625,7 +723,9 @@ def _apply(option: Option, flag: str, raw: str | None, values: dict[str, object]
     return Action.RUN
 
 
-def _finish(values: dict[str, object], program: tuple[str, ...]) -> Config:
+def _finish(
+    values: dict[str, object], program: tuple[str, ...], from_environment: set[str]
+) -> Config:
     """Check what no single option can, then freeze the parse into a Config."""
     if any("\0" in word for word in program):
         raise UsageError("arguments must not contain NUL bytes")
@@ -646,7 +746,15 @@ def _finish(values: dict[str, object], program: tuple[str, ...]) -> Config:
         return config
     # Last: names are looked up in the passwd and group databases, and the
     # other errors of the line come first.
-    values["identity"] = _resolve_identity(user, groups)
+    try:
+        values["identity"] = _resolve_identity(user, groups)
+    except UsageError as exc:
+        named = [
+            environment_variable(f"--{f}") for f in ("user", "groups") if f in from_environment
+        ]
+        if not named:
+            raise
+        raise UsageError(f"{' and '.join(named)}: {exc}") from None
     return Config(program, **values)
 
 
