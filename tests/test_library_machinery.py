@@ -627,6 +627,22 @@ async def test_several_workers_share_one_signal(anyio_backend: str, lab: Lab) ->
 
 
 @on_both_backends
+async def test_one_call_forwards_to_several_workers(anyio_backend: str, lab: Lab) -> None:
+    """``forward_signals([w1, w2], [SIGUSR1])``: one call, one SIGUSR1, both get it."""
+    outs = [lab.pipe(), lab.pipe()]
+    async with lab.forwarding_supervisor(signal.SIGUSR1) as sup:
+        workers = [await lab.start_reporting(out) for out in outs]
+        sup.forward_signals(workers, [signal.SIGUSR1])
+        await receivers_installed([signal.SIGUSR1])
+        send_to_self(signal.SIGUSR1)
+        for out in outs:
+            with anyio.fail_after(10):
+                assert await out.readline() == "10"
+        for worker in workers:
+            await stop_reporting(worker)
+
+
+@on_both_backends
 async def test_a_shared_signal_still_reaches_a_worker_after_another_exits(
     anyio_backend: str, lab: Lab
 ) -> None:

@@ -82,6 +82,9 @@ class Loop:
         self.sleep_forever: Callable[[], Awaitable[None]] = lib.sleep_forever
         self.current_time: Callable[[], float] = lib.current_time
         self.checkpoint: Callable[[], Awaitable[None]] = lib.lowlevel.checkpoint
+        self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
+            lib.lowlevel.checkpoint_if_cancelled
+        )
         self.wait_readable: Callable[[int], Awaitable[None]] = (
             lib.lowlevel.wait_readable if trio_loop else lib.wait_readable
         )

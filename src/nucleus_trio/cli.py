@@ -286,7 +286,7 @@ def _launch(
         from nucleus_trio import events
 
         if isinstance(exc, SpawnError):
-            message, code, error = exc.message, exc.exit_code, exc.strerror
+            message, code, error = exc.message, exc.exit_code, exc.reason
         else:
             error = exc.strerror or str(exc)
             message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE

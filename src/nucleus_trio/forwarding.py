@@ -128,7 +128,7 @@ class ProcessTarget(Target):
             self.log.emit(events.signal_dropped(received))
             return
         try:
-            self.process.send_signal(route.signo, group=self.group)
+            self.process.pidfd.send_signal(route.signo, group=self.group)
         except ProcessLookupError:
             self.log.log(DEBUG, f"workload gone, {route.describe()} not forwarded")
             return

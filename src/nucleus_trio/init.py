@@ -115,7 +115,7 @@ class _Init:
         await loop().sleep(seconds)
         group = self.config.pgroup
         try:
-            self.workload.send_signal(signal.SIGKILL, group=group)
+            self.workload.pidfd.send_signal(signal.SIGKILL, group=group)
         except OSError:
             return  # it has exited (and been reaped) meanwhile
         pid = self.workload.pid

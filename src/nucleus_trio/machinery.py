@@ -125,6 +125,9 @@ class Machinery:
         ``options`` as :func:`_popen` takes them. Raises
         :class:`~nucleus_trio.SpawnError` when the program cannot run."""
         self.task_group()
+        # A checkpoint, as trio's and anyio's: no start in a cancelled scope,
+        # and a fan-out lets other tasks run between starts.
+        await loop().checkpoint_if_cancelled()
         child = _popen(argv, self.emit, **options)
         process = Process(PidFd.open(child.pid), argv, bool(options.get("process_group", True)))
         self._register(process, child)
@@ -384,8 +387,17 @@ def _popen(
             argv, env=environment, identity=identity, no_new_privs=no_new_privs, **popen
         )
     except OSError as exc:
-        failure = SpawnError(argv[0], exc.errno if exc.errno is not None else errno.EINVAL)
-        emit(events.exec_failed(argv[0], failure.strerror, failure.exit_code))
+        cwd = popen.get("cwd")
+        directory = os.fspath(cwd) if cwd is not None else None
+        named = os.fspath(exc.filename) if exc.filename is not None else None
+        missing_cwd = directory is not None and named == directory != argv[0]
+        failure = SpawnError(
+            argv[0],
+            exc.errno if exc.errno is not None else errno.EINVAL,
+            "chdir" if missing_cwd else "exec",
+            directory if missing_cwd else None,
+        )
+        emit(events.exec_failed(argv[0], failure.reason, failure.exit_code, failure.message))
         raise failure from None
     emit(
         events.container_exec(

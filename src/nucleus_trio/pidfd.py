@@ -64,9 +64,11 @@ class PidFd:
         self._status = status
 
     def poll(self) -> ExitStatus | None:
-        """Reap the process if it has exited, without waiting.
+        """Reap the process if it has exited, without waiting; ``None`` while
+        it runs, whoever its parent is.
 
-        Raises :class:`StatusLostError` if another waiter reaped it first.
+        Raises :class:`StatusLostError` if another waiter reaped it first (or,
+        for a process that is not this one's child, once it has exited).
         """
         if self._status is not None:
             return self._status
@@ -75,11 +77,22 @@ class PidFd:
         try:
             info = os.waitid(os.P_PIDFD, self._fd, os.WEXITED | os.WNOHANG)
         except ChildProcessError:
+            # Not our child: running (its pidfd is not readable yet), or
+            # reaped by someone else.
+            if not self._readable_now():
+                return None
             raise StatusLostError(f"pid {self.pid} was reaped by someone else") from None
         if info is None:
             return None
         self._status = ExitStatus.from_siginfo(info)
         return self._status
+
+    def _readable_now(self) -> bool:
+        import select
+
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     async def wait(self) -> ExitStatus:
         """Wait until the process exits, reap it and return its status.

@@ -63,9 +63,16 @@ class Process:
         """Send ``signo`` through the pidfd (to the process group with ``group``,
         which defaults to whether the process was started in its own group).
 
-        Raises ``ProcessLookupError`` once the process has exited and been reaped.
+        Once the process has exited this does nothing, as ``Popen`` and
+        trio's ``Process`` do; the pidfd never lets a signal reach a process
+        that reused the PID (:meth:`PidFd.send_signal` raises there).
         """
-        self.pidfd.send_signal(signo, group=self.process_group if group is None else group)
+        if self.exited:
+            return
+        try:
+            self.pidfd.send_signal(signo, group=self.process_group if group is None else group)
+        except ProcessLookupError:
+            pass  # it exited after the check: nothing to do, as after the exit
 
     def terminate(self) -> None:
         """Send SIGTERM."""

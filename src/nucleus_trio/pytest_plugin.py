@@ -29,7 +29,10 @@ import pytest
 from nucleus_trio.kernel import PR_SET_CHILD_SUBREAPER, get_child_subreaper, prctl
 from nucleus_trio.proctree import descendants, is_zombie, list_children
 from nucleus_trio.reaper import reap_pid
-from nucleus_trio.supervisor import Supervisor, open_supervisor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nucleus_trio.supervisor import Supervisor
 
 #: Grace of the fixture's own clean-up: a leak is already a failure.
 CLEANUP_GRACE = 1.0
@@ -55,6 +58,11 @@ def _subreaper_state() -> int | None:
 @pytest.fixture
 async def process_supervisor() -> AsyncIterator[Supervisor]:
     """A supervisor for the test; fails the test if a process or zombie outlives it."""
+    # Imported here, not with the plugin: pytest loads the plugin in every
+    # test session of an environment where nucleus-trio is installed, and
+    # trio and anyio cost such a session about 250 ms at start.
+    from nucleus_trio.supervisor import open_supervisor
+
     before = descendants()
     was_subreaper = _subreaper_state()
     if was_subreaper == 0:

@@ -45,33 +45,84 @@ def workload_ignored_signals(inherited_ignored: frozenset[int]) -> frozenset[int
     return (inherited_ignored & _SETTABLE) - PYTHON_IGNORED
 
 
-class SpawnError(Exception):
-    """The workload could not be started; ``exit_code`` is 126 or 127."""
+class SpawnError(OSError):
+    """The workload could not be started; ``exit_code`` is 126 or 127.
 
-    def __init__(self, program: str, errno_value: int, stage: str = "exec") -> None:
+    An ``OSError``, raised as the subclass that ``subprocess`` raises for the
+    same ``errno`` (``FileNotFoundError``, ``PermissionError``,
+    ``NotADirectoryError``, ...), with ``errno`` and ``filename`` set: the
+    program, or the working directory when that is what is missing
+    (``stage`` ``"chdir"``). ``str()`` is the init's one-line message.
+    """
+
+    program: str
+    stage: str
+
+    def __new__(
+        cls, program: str, errno_value: int, stage: str = "exec", filename: str | None = None
+    ) -> SpawnError:
+        if cls is SpawnError:
+            cls = _BY_ERRNO.get(errno_value, SpawnError)
+        # OSError reads its arguments in __new__ once a subclass has its own.
+        return super().__new__(cls, errno_value, os.strerror(errno_value), filename or program)
+
+    def __init__(
+        self, program: str, errno_value: int, stage: str = "exec", filename: str | None = None
+    ) -> None:
         self.program = program
-        self.errno = errno_value
         self.stage = stage
-        super().__init__(self.message)
-
-    @property
-    def strerror(self) -> str:
-        """The system's text for the error."""
-        return os.strerror(self.errno)
 
     @property
     def exit_code(self) -> int:
         """The init's exit code for this failure."""
         if self.stage != "exec":
             return EXIT_CANNOT_EXECUTE
-        return exec_failure_code(self.errno)
+        return exec_failure_code(self.errno or 0)
+
+    @property
+    def reason(self) -> str:
+        """The system's text for the error."""
+        return self.strerror or os.strerror(self.errno or 0)
 
     @property
     def message(self) -> str:
         """The one-line message for stderr (without the ``nucleus-trio:`` prefix)."""
+        if self.stage == "chdir":
+            return f"cannot run {self.program!r}: directory {self.filename!r}: {self.reason}"
         if self.stage != "exec":
-            return f"cannot run {self.program!r}: {self.stage}: {self.strerror}"
-        return f"cannot run {self.program!r}: {self.strerror}"
+            return f"cannot run {self.program!r}: {self.stage}: {self.reason}"
+        return f"cannot run {self.program!r}: {self.reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (SpawnError, (self.program, self.errno, self.stage, self.filename))
+
+
+class SpawnFileNotFoundError(SpawnError, FileNotFoundError):
+    """A :class:`SpawnError` for a missing program or directory."""
+
+
+class SpawnPermissionError(SpawnError, PermissionError):
+    """A :class:`SpawnError` for a program or directory this user may not use."""
+
+
+class SpawnNotADirectoryError(SpawnError, NotADirectoryError):
+    """A :class:`SpawnError` for a path through something that is no directory."""
+
+
+class SpawnIsADirectoryError(SpawnError, IsADirectoryError):
+    """A :class:`SpawnError` for a program that is a directory."""
+
+
+_BY_ERRNO: dict[int, type[SpawnError]] = {
+    errno.ENOENT: SpawnFileNotFoundError,
+    errno.EACCES: SpawnPermissionError,
+    errno.EPERM: SpawnPermissionError,
+    errno.ENOTDIR: SpawnNotADirectoryError,
+    errno.EISDIR: SpawnIsADirectoryError,
+}
 
 
 def should_take_terminal(fd: int = 0) -> bool:

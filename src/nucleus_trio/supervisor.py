@@ -134,12 +134,14 @@ class Supervisor:
 
     def forward_signals(
         self,
-        process: Process,
+        processes: Process | Iterable[Process],
         signals: Iterable[int] = LIBRARY_DEFAULT,
         *,
         group: bool | None = None,
     ) -> None:
-        """Forward the signals this program receives to ``process`` until it exits.
+        """Forward the signals this program receives to each of ``processes``
+        (one :class:`Process`, several, or ``supervisor.processes.values()``)
+        until it exits.
 
         Must be called from the main thread. The default set is TERM, INT,
         HUP, QUIT, USR1, USR2 and WINCH; SIGPIPE is never forwarded (the
@@ -152,7 +154,10 @@ class Supervisor:
 
         wanted = frozenset(int(s) for s in signals)
         checked = check_library_signals(wanted, refused_signals(wanted))
-        self._machinery.forward(process, checked, group=group)
+        targets = [processes] if isinstance(processes, Process) else list(processes)
+        for process in targets:
+            if not process.exited:
+                self._machinery.forward(process, checked, group=group)
 
     def reap_now(self) -> list[ExitStatus]:
         """Reap every orphan nobody claims, now; return their statuses."""

@@ -1,0 +1,164 @@
+"""The library as trio's, anyio's and asyncio's process APIs behave where
+they overlap (README, "Library"): spawn failures are the ``OSError``
+subclasses ``subprocess`` raises, ``start()`` is a checkpoint, signalling an
+exited process does nothing, ``PidFd.poll()`` answers "running" for any
+running process, and the pytest plugin costs nothing until it is used."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from nucleus_trio import PidFd, SpawnError, open_supervisor
+from tests.library_support import cleanup
+
+BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+T = 30.0
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_a_missing_program_is_a_file_not_found_error(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            with pytest.raises(FileNotFoundError) as caught:
+                await sup.start(["/no/such/program", "arg"])
+    error = caught.value
+    assert isinstance(error, SpawnError)  # code that catches SpawnError keeps working
+    assert (error.errno, error.filename, error.exit_code) == (errno.ENOENT, "/no/such/program", 127)
+    assert str(error) == "cannot run '/no/such/program': No such file or directory"
+    assert sup.processes == {}
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_a_program_that_may_not_run_is_a_permission_error(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            with pytest.raises(PermissionError) as caught:
+                await sup.start([str(script)])
+    assert isinstance(caught.value, SpawnError)
+    assert (caught.value.errno, caught.value.exit_code) == (errno.EACCES, 126)
+    assert caught.value.filename == str(script)
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_a_missing_directory_is_named_not_blamed_on_the_program(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "gone"
+    records: list[dict[str, object]] = []
+    with anyio.fail_after(T):
+        async with open_supervisor(events=records.append) as sup:
+            with pytest.raises(FileNotFoundError) as caught:
+                await sup.start(["true"], cwd=missing)
+    assert caught.value.filename == str(missing)
+    assert str(missing) in str(caught.value)
+    assert "directory" in str(caught.value)
+    failed = [r for r in records if r["event_type"] == "exec_failed"]
+    assert len(failed) == 1 and str(missing) in str(failed[0]["detail"])
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_start_in_a_cancelled_scope_starts_nothing(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await sup.start(["sleep", "60"])
+            assert scope.cancelled_caught
+            assert sup.processes == {}
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_a_fan_out_of_starts_lets_other_tasks_run(anyio_backend: str) -> None:
+    turns = 0
+    pids: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    try:
+        with anyio.fail_after(T):
+            async with open_supervisor() as sup, anyio.create_task_group() as group:
+                group.start_soon(ticker)
+                await anyio.lowlevel.checkpoint()
+                before = turns
+                for _ in range(20):
+                    pids.append((await sup.start(["true"])).pid)
+                # Each start yields: the ticker ran between them.
+                assert turns - before >= 10
+                group.cancel_scope.cancel()
+    finally:
+        cleanup(pids)
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_signalling_an_exited_process_does_nothing(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            process = await sup.start(["sh", "-c", "exit 4"])
+            assert (await process.wait()).code == 4
+            process.send_signal(signal.SIGTERM)
+            process.terminate()
+            process.kill()
+            assert process.returncode == 4
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_poll_of_a_running_process_that_is_not_ours(anyio_backend: str) -> None:
+    """A grandchild: not this process's child, so waitid says ECHILD; while
+    it runs, poll() answers None (running), not StatusLostError."""
+    shell = subprocess.Popen(
+        ["sh", "-c", "sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    grandchild = 0
+    try:
+        assert shell.stdout is not None
+        grandchild = int(shell.stdout.readline())
+        with PidFd.open(grandchild) as pidfd:
+            assert pidfd.poll() is None
+            os.kill(grandchild, signal.SIGKILL)
+            with anyio.fail_after(T):
+                await pidfd.wait_exited()
+    finally:
+        if grandchild:
+            try:
+                os.kill(grandchild, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shell.kill()
+        shell.wait(timeout=T)
+
+
+def test_the_plugin_imports_neither_trio_nor_anyio() -> None:
+    code = (
+        "import sys, nucleus_trio.pytest_plugin\n"
+        "print(','.join(m for m in ('trio', 'anyio') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=True
+    )
+    assert done.stdout.strip() == ""
