@@ -162,3 +162,85 @@ def test_the_plugin_imports_neither_trio_nor_anyio() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=True
     )
     assert done.stdout.strip() == ""
+
+
+# --- streams and the run helper ------------------------------------------------
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_stdout_pipe_gives_a_stream_that_reads_to_the_end(anyio_backend: str) -> None:
+    """``head -c 200000 /dev/zero`` with ``stdout=PIPE``: more than a pipe
+    holds, so it finishes only if someone reads."""
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            process = await sup.start(["head", "-c", "200000", "/dev/zero"], stdout=subprocess.PIPE)
+            assert process.stdout is not None and process.stdin is None
+            total = 0
+            async for chunk in process.stdout:
+                total += len(chunk)
+            assert total == 200000
+            assert (await process.wait()).code == 0
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_stdin_and_stdout_pipes_talk_to_cat(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            process = await sup.start(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert process.stdin is not None and process.stdout is not None
+            await process.stdin.send_all(b"hello, pipe")
+            await process.stdin.aclose()
+            received = b""
+            while chunk := await process.stdout.receive_some():
+                received += chunk
+            assert received == b"hello, pipe"
+            assert (await process.wait()).code == 0
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_run_process_feeds_input_and_captures_output(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            result = await sup.run_process(
+                ["sh", "-c", "tr a-z A-Z; echo oops >&2"], input=b"quiet", capture_output=True
+            )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"QUIET", b"oops\n")
+    assert result.status.code == 0
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_run_process_check_raises_called_process_error(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor() as sup:
+            with pytest.raises(subprocess.CalledProcessError) as caught:
+                await sup.run_process(["sh", "-c", "echo out; exit 3"], capture_output=True)
+            result = await sup.run_process(["sh", "-c", "exit 3"], check=False)
+    assert (caught.value.returncode, caught.value.stdout) == (3, b"out\n")
+    assert (result.returncode, result.status.code) == (3, 3)
+    assert result.stdout is None  # not captured
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_a_cancelled_run_process_kills_and_reaps_its_process(anyio_backend: str) -> None:
+    with anyio.fail_after(T):
+        async with open_supervisor(grace=30) as sup:
+            with anyio.move_on_after(0.3):
+                await sup.run_process(["sleep", "60"])
+            (process,) = sup.processes.values()
+            # Killed and reaped before run_process gave way, not at the block's end.
+            assert process.status is not None and process.status.signal == signal.SIGKILL
+
+
+@pytest.mark.anyio
+@BOTH
+async def test_the_module_level_run_process(anyio_backend: str) -> None:
+    from nucleus_trio import run_process
+
+    with anyio.fail_after(T):
+        result = await run_process(["echo", "hi"], capture_output=True)
+    assert result.stdout == b"hi\n"

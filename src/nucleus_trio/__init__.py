@@ -22,13 +22,16 @@ if TYPE_CHECKING:
     from nucleus_trio.signals import parse_signal, signal_name
     from nucleus_trio.spawn import SpawnError, fork_exec
     from nucleus_trio.status import ExitStatus, init_exit_code
-    from nucleus_trio.supervisor import Supervisor, open_supervisor
+    from nucleus_trio.streams import FdStream
+    from nucleus_trio.supervisor import CompletedProcess, Supervisor, open_supervisor, run_process
 
 __all__ = [
+    "CompletedProcess",
     "Config",
     "Event",
     "EventLog",
     "ExitStatus",
+    "FdStream",
     "Identity",
     "PidFd",
     "Process",
@@ -48,6 +51,7 @@ __all__ = [
     "resolve_identity",
     "route_signal",
     "run_command",
+    "run_process",
     "shutdown_leftovers",
     "signal_name",
 ]
@@ -58,6 +62,9 @@ _HOMES = {
     "Process": "process",
     "Supervisor": "supervisor",
     "open_supervisor": "supervisor",
+    "run_process": "supervisor",
+    "CompletedProcess": "supervisor",
+    "FdStream": "streams",
     "run_command": "command",
     "ShutdownReport": "shutdown",
     "shutdown_leftovers": "shutdown",

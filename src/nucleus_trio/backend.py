@@ -88,6 +88,9 @@ class Loop:
         self.wait_readable: Callable[[int], Awaitable[None]] = (
             lib.lowlevel.wait_readable if trio_loop else lib.wait_readable
         )
+        self.wait_writable: Callable[[int], Awaitable[None]] = (
+            lib.lowlevel.wait_writable if trio_loop else lib.wait_writable
+        )
 
 
 _LOOPS: dict[bool, Loop] = {}

@@ -90,7 +90,7 @@ class Machinery:
         # In a storm nobody may read the init's statuses: build none.
         self.keep_reaped = not owns_all or log.wants_event(reap_level)
         self.runs_log = runs_log
-        self.find_leftovers = find_leftovers or self.leftovers
+        self.find_leftovers = find_leftovers or functools.partial(_leftovers_of, self)
         self.sigchld = sigchld
         self.report_fault = report_fault
         self.processes: dict[int, Process] = {}
@@ -130,6 +130,7 @@ class Machinery:
         await loop().checkpoint_if_cancelled()
         child = _popen(argv, self.emit, **options)
         process = Process(PidFd.open(child.pid), argv, bool(options.get("process_group", True)))
+        process._take_pipes(child)
         self._register(process, child)
         await loop().checkpoint()
         return process
@@ -218,11 +219,6 @@ class Machinery:
 
     # -- shutdown -------------------------------------------------------------
 
-    def leftovers(self) -> set[int]:
-        """What the library's block ends: see :func:`library_leftovers`."""
-        live = [p.pid for p in self.processes.values() if not p.exited]
-        return library_leftovers(live, self.claims, orphans=self.reap_orphans or self.subreaper)
-
     async def shut_down(self) -> ShutdownReport:
         """End what is left: TERM, the grace (ends early), KILL; reap it."""
         report = await shutdown_leftovers(
@@ -249,8 +245,7 @@ class Machinery:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Machinery]:
-        """The tasks for the block, then the shutdown; the exception that
-        ended the block comes out as itself."""
+        """The tasks, then the shutdown; the block's exception comes out as itself."""
         from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
 
         was_subreaper = get_child_subreaper() if self.subreaper else True
@@ -281,6 +276,8 @@ class Machinery:
                     self._final_reap()
                 finally:
                     self._task_group = self.forwarder = None
+                    for process in self.processes.values():
+                        process.close_streams()
                     if not was_subreaper:
                         set_child_subreaper(False)
                     if self.runs_log:
@@ -334,6 +331,13 @@ class _ReapPolicy:
         if not machinery.owns_all:
             machinery.reaped_orphans.append(status)
         machinery.emit(events.zombie_reaped(status, machinery.reap_level))
+
+
+def _leftovers_of(machinery: Machinery) -> set[int]:
+    """What the library's block ends: see :func:`library_leftovers`."""
+    live = [p.pid for p in machinery.processes.values() if not p.exited]
+    orphans = machinery.reap_orphans or machinery.subreaper
+    return library_leftovers(live, machinery.claims, orphans=orphans)
 
 
 def library_leftovers(

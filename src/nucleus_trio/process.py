@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Sequence
 
 from nucleus_trio.backend import loop
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.status import ExitStatus
+from nucleus_trio.streams import FdStream
 
 
 class Process:
@@ -21,6 +23,10 @@ class Process:
         self.process_group = process_group
         self._exited = loop().Event()
         self._status: ExitStatus | None = None
+        #: The streams of the pipes asked for with ``subprocess.PIPE``, else ``None``.
+        self.stdin: FdStream | None = None
+        self.stdout: FdStream | None = None
+        self.stderr: FdStream | None = None
 
     @property
     def pid(self) -> int:
@@ -52,6 +58,22 @@ class Process:
         if self._status is None:
             raise StatusLostError(f"pid {self.pid} was reaped by someone else")
         return self._status
+
+    def _take_pipes(self, popen: object) -> None:
+        """Make streams of the pipes ``subprocess`` opened (its file objects
+        let go of them)."""
+        for name in ("stdin", "stdout", "stderr"):
+            handle = getattr(popen, name, None)
+            if handle is not None:
+                setattr(self, name, FdStream(os.dup(handle.fileno())))
+                handle.close()
+                setattr(popen, name, None)
+
+    def close_streams(self) -> None:
+        """Close the streams this handle holds."""
+        for stream in (self.stdin, self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
 
     def _finish(self, status: ExitStatus | None) -> None:
         """Record the end (``None``: the status is lost) and wake the waiters."""

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -33,6 +35,7 @@ from nucleus_trio.identity import Identity
 from nucleus_trio.machinery import Machinery
 from nucleus_trio.process import Process
 from nucleus_trio.status import ExitStatus
+from nucleus_trio.streams import FdStream
 
 
 class Supervisor:
@@ -121,6 +124,52 @@ class Supervisor:
             stderr=stderr,
         )
 
+    async def run_process(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        capture_output: bool = False,
+        check: bool = True,
+        **options: Any,
+    ) -> CompletedProcess:
+        """Run ``argv`` to its end, as ``trio.run_process`` and
+        ``subprocess.run`` do: feed it ``input``, collect its stdout and
+        stderr with ``capture_output``, and with ``check`` raise
+        ``subprocess.CalledProcessError`` when it fails. ``options`` are
+        :meth:`start`'s. Cancelled, it kills the process and reaps it first.
+        """
+        if input is not None:
+            options["stdin"] = subprocess.PIPE
+        if capture_output:
+            options["stdout"] = options["stderr"] = subprocess.PIPE
+        process = await self.start(argv, **options)
+        output: dict[str, bytes] = {}
+        try:
+            async with anyio.create_task_group() as group:
+                if input is not None and process.stdin is not None:
+                    group.start_soon(_feed, process.stdin, input)
+                for name in ("stdout", "stderr"):
+                    stream = getattr(process, name)
+                    if stream is not None:
+                        group.start_soon(_collect, stream, output, name)
+                status = await process.wait()
+        except BaseException:
+            process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+            raise
+        finally:
+            process.close_streams()
+        returncode = -status.signal if status.signal is not None else (status.code or 0)
+        result = CompletedProcess(argv, returncode, output.get("stdout"), output.get("stderr"))
+        result.status = status
+        if check and status.shell_code != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, list(argv), result.stdout, result.stderr
+            )
+        return result
+
     def claim(self, pid: int) -> None:
         """Never reap ``pid`` as an orphan: its parent code waits for it itself."""
         self._machinery.claimed.add(pid)
@@ -172,6 +221,27 @@ class Supervisor:
             await anyio.sleep_forever()
 
 
+class CompletedProcess(subprocess.CompletedProcess[bytes]):
+    """What :meth:`Supervisor.run_process` returns: ``subprocess``'s result,
+    with the :class:`~nucleus_trio.ExitStatus` as ``status``."""
+
+    status: ExitStatus
+
+
+async def _feed(stream: FdStream, data: bytes) -> None:
+    try:
+        await stream.send_all(data)
+    except BrokenPipeError:
+        pass  # it stopped reading: what it read is what it gets, as subprocess
+    finally:
+        await stream.aclose()
+
+
+async def _collect(stream: FdStream, into: dict[str, bytes], name: str) -> None:
+    chunks = [chunk async for chunk in stream]
+    into[name] = b"".join(chunks)
+
+
 @contextlib.asynccontextmanager
 async def open_supervisor(
     *,
@@ -203,4 +273,19 @@ async def open_supervisor(
         yield supervisor
 
 
-__all__ = ["EventSinkLike", "Process", "Supervisor", "open_supervisor"]
+async def run_process(argv: Sequence[str], **options: Any) -> CompletedProcess:
+    """Run ``argv`` to its end in a supervisor of its own: see
+    :meth:`Supervisor.run_process` (``input``, ``capture_output``, ``check``
+    and :meth:`Supervisor.start`'s options)."""
+    async with open_supervisor() as supervisor:
+        return await supervisor.run_process(argv, **options)
+
+
+__all__ = [
+    "CompletedProcess",
+    "EventSinkLike",
+    "Process",
+    "Supervisor",
+    "open_supervisor",
+    "run_process",
+]
