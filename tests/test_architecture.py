@@ -35,6 +35,8 @@ BEFORE_TRIO = (
     "nucleus_trio.stderr",
     "nucleus_trio.claims",
     "nucleus_trio.reaper",
+    "nucleus_trio.status",
+    "nucleus_trio.early",
 )
 
 HEAVY = ("trio", "anyio", "attrs", "sniffio")

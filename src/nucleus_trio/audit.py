@@ -23,25 +23,17 @@ import signal
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 from nucleus_trio.backend import loop
-from nucleus_trio.events import LOG, Event, audit_dropped
-from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
+from nucleus_trio.events import LOG, Event, audit_dropped, log_line
+from nucleus_trio.levels import ERROR, WARNING
 from nucleus_trio.records import audit_line
 
 EventSinkLike = Any
 """Where a supervisor's events go: a path (``str`` or ``os.PathLike``), a text
 stream with ``write``, a callable taking the record ``dict``, or a memory
 channel / object stream with ``send_nowait``."""
-
-_LEVEL_NAMES: Final = {ERROR: "error", WARNING: "warning", INFO: "info", DEBUG: "debug"}
-
-
-def log_line(event: Event) -> bytes:
-    """The stderr line for an event: ``nucleus-trio: warning: detail``."""
-    prefix = "" if event.level == INFO else f"{_LEVEL_NAMES.get(event.level, 'debug')}: "
-    return f"nucleus-trio: {prefix}{event.detail}\n".encode(errors="replace")
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -226,7 +226,7 @@ def run(
         os.kill(os.getpid(), _signal.SIGINT)
     _let_go(inherited_fds, audit_fd)
     try:
-        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+        return _supervise(config, pid, pidfd, notes, audit_fd, started)
     except BaseException as exc:  # the crash guard, for the start-up too
         return crash_exit(exc, pid)
 
@@ -416,6 +416,82 @@ def _import_trio() -> None:
         ctypes.util.find_library = original
 
 
+def _supervise(
+    config: Config,
+    pid: int | None,
+    pidfd: int | None,
+    notes: list[Event],
+    audit_fd: int | None,
+    started: float | None,
+) -> int:
+    """trio's import, while the workload runs; a workload that ends first and
+    leaves nothing behind is reported at once (see :mod:`nucleus_trio.early`),
+    anything else is supervised on trio."""
+    if pid is None or pidfd is None:
+        _import_trio()
+        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+    # Loaded before the import starts: once the workload has ended, the
+    # thread that imports trio still holds the GIL half of the time.
+    from nucleus_trio.early import leave_early
+
+    importer = _TrioImport()
+    if importer.workload_ends_first(pidfd):
+        code = leave_early(config, pid, pidfd, notes, audit_fd, started)
+        if code is not None:
+            return code
+    importer.join()
+    return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+
+
+class _TrioImport:
+    """trio's import in a thread of its own, so that the main thread can wait
+    on the workload meanwhile, in the kernel (no polling). The thread has
+    every forwarded signal blocked, as the main thread: they stay pending
+    for trio's receiver."""
+
+    def __init__(self) -> None:
+        import _thread
+        import sys
+
+        self._done_read, self._done_write = os.pipe2(os.O_CLOEXEC)
+        self._failure: list[BaseException] = []
+        # The main thread must get the GIL back soon when the workload ends
+        # while the import runs Python code (5 ms by default).
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        # _thread, not threading: its import would cost this path 2 ms.
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            _import_trio()
+        except BaseException as exc:
+            self._failure.append(exc)
+        finally:
+            os.write(self._done_write, b".")
+
+    def workload_ends_first(self, pidfd: int) -> bool:
+        """Wait until trio is imported or the workload has exited; which first?"""
+        import select
+
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self._done_read, select.POLLIN)
+        return pidfd in {fd for fd, _ in poller.poll()}
+
+    def join(self) -> None:
+        """Wait for the import; its failure is raised here (the crash guard's)."""
+        import select
+        import sys
+
+        select.select([self._done_read], [], [])  # the thread's last act
+        sys.setswitchinterval(self._interval)
+        os.close(self._done_read)
+        os.close(self._done_write)
+        if self._failure:
+            raise self._failure[0]
+
+
 def _run_trio(
     config: Config,
     pid: int | None,
@@ -424,8 +500,7 @@ def _run_trio(
     audit_fd: int | None,
     started: float | None,
 ) -> int:
-    """Import trio (only now) and supervise."""
-    _import_trio()
+    """Supervise on trio (imported by now)."""
     import trio
 
     from nucleus_trio import events

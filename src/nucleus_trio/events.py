@@ -114,6 +114,15 @@ class Event:
         return f"Event({self.event_type!r}, {self.detail!r}, fields={dict(self.fields)!r})"
 
 
+_LEVEL_NAMES = {ERROR: "error", WARNING: "warning", INFO: "info", DEBUG: "debug"}
+
+
+def log_line(event: Event) -> bytes:
+    """The stderr line for an event: ``nucleus-trio: warning: detail``."""
+    prefix = "" if event.level == INFO else f"{_LEVEL_NAMES.get(event.level, 'debug')}: "
+    return f"nucleus-trio: {prefix}{event.detail}\n".encode(errors="replace")
+
+
 def status_fields(status: ExitStatus) -> dict[str, object]:
     """Audit fields of an exit status: ``pid`` and ``exit_code``, or ``signal``
     and ``signo``."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import attrs
-
 from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
 from nucleus_trio.spawn import exec_failure_code
 
@@ -19,18 +17,54 @@ __all__ = [
 ]
 
 
-@attrs.frozen
 class ExitStatus:
-    """How a process ended: exactly one of ``code`` and ``signal`` is set."""
+    """How a process ended: exactly one of ``code`` and ``signal`` is set.
+
+    Immutable, compared and hashed by value. A plain ``__slots__`` class, not
+    attrs: the init builds one for a workload that ends before trio (and
+    attrs, which trio imports) has loaded (README, "Benchmarks").
+    """
+
+    __slots__ = ("code", "core_dumped", "pid", "signal")
 
     pid: int
-    code: int | None = None
-    signal: int | None = None
-    core_dumped: bool = False
+    code: int | None
+    signal: int | None
+    core_dumped: bool
 
-    def __attrs_post_init__(self) -> None:
-        if (self.code is None) == (self.signal is None):
+    def __init__(
+        self,
+        pid: int,
+        code: int | None = None,
+        signal: int | None = None,
+        core_dumped: bool = False,
+    ) -> None:
+        if (code is None) == (signal is None):
             raise ValueError("exactly one of code and signal must be set")
+        for name, value in (("pid", pid), ("code", code), ("signal", signal)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "core_dumped", core_dumped)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ExitStatus is immutable: cannot set {name}")
+
+    def _key(self) -> tuple[int, int | None, int | None, bool]:
+        return (self.pid, self.code, self.signal, self.core_dumped)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, ExitStatus)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"ExitStatus(pid={self.pid!r}, code={self.code!r}, signal={self.signal!r}, "
+            f"core_dumped={self.core_dumped!r})"
+        )
 
     @classmethod
     def from_siginfo(cls, info: os.waitid_result) -> ExitStatus:

@@ -22,17 +22,22 @@ def write_stderr(data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bool:
     Returns whether everything was written. Never raises, never blocks for
     longer than ``timeout`` per chunk, never leaves a SIGPIPE pending.
     """
+    return write_bounded(2, data, timeout=timeout)
+
+
+def write_bounded(fd: int, data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bool:
+    """:func:`write_stderr` for any descriptor (the audit's, on the way out)."""
     previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGPIPE})
     try:
         poller = select.poll()
-        poller.register(2, select.POLLOUT)
+        poller.register(fd, select.POLLOUT)
         view = memoryview(data)
         while view:
             if not poller.poll(int(timeout * 1000)):
                 return False
             # At most PIPE_BUF bytes: a pipe that polls writable takes them
             # without blocking.
-            written = os.write(2, view[: select.PIPE_BUF])
+            written = os.write(fd, view[: select.PIPE_BUF])
             view = view[written:]
         return True
     except BrokenPipeError:
