@@ -220,15 +220,15 @@ def run(
     launched = _launch(config, inherited_ignored, audit_fd, notes)
     if isinstance(launched, int):
         return launched
-    pid, pidfd, started = launched
+    launched.notes, launched.audit_fd = notes, audit_fd
     if early_sigint:
         # Pending (blocked) until the receiver is up; then forwarded as usual.
         os.kill(os.getpid(), _signal.SIGINT)
     _let_go(inherited_fds, audit_fd)
     try:
-        return _supervise(config, pid, pidfd, notes, audit_fd, started)
+        return _supervise(config, launched)
     except BaseException as exc:  # the crash guard, for the start-up too
-        return crash_exit(exc, pid)
+        return crash_exit(exc, launched.pid)
 
 
 def _parse(args: Sequence[str]) -> Config | int:
@@ -258,11 +258,11 @@ def _open_audit(config: Config) -> int | None:
 
 def _launch(
     config: Config, inherited_ignored: frozenset[int], audit_fd: int | None, notes: list[Event]
-) -> tuple[int | None, int | None, float | None] | int:
+) -> _Launched | int:
     """Start the workload before trio: its PID, pidfd and start time (all
     ``None`` in pause mode), or the exit code when it could not start."""
     if config.pause:
-        return None, None, None
+        return _Launched(None, None, None)
     env, warnings = workload_environment(
         inherited_environment(),
         clean_env=config.clean_env,
@@ -317,7 +317,7 @@ def _launch(
     )
     if config.no_new_privs:
         notes.append(events.no_new_privs_set(pid))
-    return pid, pidfd, started
+    return _Launched(pid, pidfd, started)
 
 
 def _let_go(inherited_fds: list[int], audit_fd: int | None) -> None:
@@ -416,31 +416,39 @@ def _import_trio() -> None:
         ctypes.util.find_library = original
 
 
-def _supervise(
-    config: Config,
-    pid: int | None,
-    pidfd: int | None,
-    notes: list[Event],
-    audit_fd: int | None,
-    started: float | None,
-) -> int:
+class _Launched:
+    """What the spawn hands on to supervision: the workload's PID, pidfd and
+    start time (``None`` in pause mode), the events so far, the audit fd."""
+
+    __slots__ = ("audit_fd", "notes", "pid", "pidfd", "started")
+
+    def __init__(self, pid: int | None, pidfd: int | None, started: float | None) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.started = started
+        self.notes: list[Event] = []
+        self.audit_fd: int | None = None
+
+
+def _supervise(config: Config, launched: _Launched) -> int:
     """trio's import, while the workload runs; a workload that ends first and
     leaves nothing behind is reported at once (see :mod:`nucleus_trio.early`),
     anything else is supervised on trio."""
+    pid, pidfd = launched.pid, launched.pidfd
     if pid is None or pidfd is None:
         _import_trio()
-        return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+        return _run_trio(config, launched)
     # Loaded before the import starts: once the workload has ended, the
     # thread that imports trio still holds the GIL half of the time.
     from nucleus_trio.early import leave_early
 
     importer = _TrioImport()
     if importer.workload_ends_first(pidfd):
-        code = leave_early(config, pid, pidfd, notes, audit_fd, started)
+        code = leave_early(config, pid, pidfd, launched.notes, launched.audit_fd, launched.started)
         if code is not None:
             return code
     importer.join()
-    return _run_trio(config, pid, pidfd, notes, audit_fd, started)
+    return _run_trio(config, launched)
 
 
 class _TrioImport:
@@ -492,15 +500,9 @@ class _TrioImport:
             raise self._failure[0]
 
 
-def _run_trio(
-    config: Config,
-    pid: int | None,
-    pidfd: int | None,
-    notes: list[Event],
-    audit_fd: int | None,
-    started: float | None,
-) -> int:
+def _run_trio(config: Config, launched: _Launched) -> int:
     """Supervise on trio (imported by now)."""
+    pid, pidfd, notes, audit_fd = launched.pid, launched.pidfd, launched.notes, launched.audit_fd
     import trio
 
     from nucleus_trio import events
@@ -530,7 +532,7 @@ def _run_trio(
 
     gc.freeze()
     try:
-        code = trio.run(run_with_log, config, workload, log, started)
+        code = trio.run(run_with_log, config, workload, log, launched.started)
     except BaseException as exc:  # the crash guard: see crash_exit
         return crash_exit(exc, workload)
     if log.dropped:
