@@ -30,3 +30,16 @@ def test_fixture_examples_pass() -> None:
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"4 passed" in result.stdout
+
+
+def test_pool_and_pipes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "pool_and_pipes.py")],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert out.count(": reloaded") == 3, out
+    assert "exit codes: [0, 0, 0]" in out
