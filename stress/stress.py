@@ -213,6 +213,36 @@ def footprint(pid: int) -> Figures:
     }
 
 
+def descriptor_targets(pid: int) -> list[str]:
+    """What each open descriptor of ``pid`` is (for a failure's message)."""
+    targets: list[str] = []
+    try:
+        names = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)
+    except OSError:
+        return targets
+    for name in names:
+        try:
+            targets.append(f"{name}:{os.readlink(f'/proc/{pid}/fd/{name}')}")
+        except OSError:
+            continue
+    return targets
+
+
+def settled_footprint(pid: int, before: Figures, wait: float = 1.0) -> Figures:
+    """:func:`footprint` once the descriptors are back to ``before``'s count,
+    or after ``wait`` s: a descriptor open for a moment (a /proc read, a
+    lazy import) is no leak; one still open a second later is. Names the
+    descriptors when the count still differs."""
+    after = footprint(pid)
+    deadline = time.monotonic() + wait
+    while after["fds"] != before["fds"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = footprint(pid)
+    if after["fds"] != before["fds"]:
+        after["fd_targets"] = descriptor_targets(pid)
+    return after
+
+
 def census(init_pid: int) -> tuple[int, int]:
     """(children, zombies among them) of the init, read now."""
     kids = children_of(init_pid)
@@ -679,7 +709,7 @@ def zombie_storm(
             sampler.stop()
         fig["alive"] = run.alive()
         time.sleep(0.5)
-        after = footprint(run.init_pid)
+        after = settled_footprint(run.init_pid, before)
         fig["init_cpu_s"] = round(cpu_seconds(run.init_pid) - cpu0, 2)
         # Every child but the workload: zombies, or orphans about to be.
         fig["zombies_left"] = len(children_of(run.init_pid)) - 1
@@ -719,6 +749,7 @@ def zombie_storm(
             rss_peak_kib=after["hwm_kib"],
             fds_before=before["fds"],
             fds_after=after["fds"],
+            fd_targets_after=after.get("fd_targets", []),
             threads_before=before["threads"],
             threads_after=after["threads"],
         )
@@ -819,7 +850,7 @@ def signal_storm(
         # Every child but the workload: zombies, or orphans about to be.
         fig["zombies_left"] = len(children_of(run.init_pid)) - 1
         time.sleep(0.3)
-        after = footprint(run.init_pid)
+        after = settled_footprint(run.init_pid, before)
         fig["alive"] = run.alive()
         received = set(run.report.kinds)
         run.finish()
@@ -845,6 +876,7 @@ def signal_storm(
             rss_after_kib=after["rss_kib"],
             fds_before=before["fds"],
             fds_after=after["fds"],
+            fd_targets_after=after.get("fd_targets", []),
             threads_before=before["threads"],
             threads_after=after["threads"],
         )
