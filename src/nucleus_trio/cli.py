@@ -181,16 +181,30 @@ def container_fields(config: Config) -> tuple[str, str]:
     return container_id, name
 
 
-def _audit_now(audit_fd: int | None, config: Config, event: Event) -> None:
-    """Write one audit record synchronously (before exiting without trio)."""
+def audit_now(audit_fd: int | None, config: Config, event: Event) -> None:
+    """Write one audit record synchronously and bounded (when the init leaves
+    without trio's event log); say so on stderr when it cannot."""
     if audit_fd is None:
         return
     from nucleus_trio.records import audit_line
+    from nucleus_trio.stderr import write_bounded
 
-    try:
-        os.write(audit_fd, audit_line(event.record(*container_fields(config))))
-    except OSError:
-        _stderr("audit: the exec_failed event could not be written")
+    if not write_bounded(audit_fd, audit_line(event.record(*container_fields(config)))):
+        _stderr(f"audit: the {event.event_type} event could not be written")
+
+
+def opening_events(config: Config, notes: list[Event]) -> list[Event]:
+    """``init_supervisor_started`` (stamped with the first note's time), then
+    the notes: the first events of every run of the init."""
+    from nucleus_trio import events
+
+    is_pid1 = os.getpid() == 1
+    first = events.supervisor_started(
+        os.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=config.pause
+    )
+    if notes:
+        first.timestamp = notes[0].timestamp
+    return [first, *notes]
 
 
 def run(
@@ -291,7 +305,7 @@ def _launch(
             error = exc.strerror or str(exc)
             message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE
         _stderr(message)
-        _audit_now(audit_fd, config, events.exec_failed(config.argv[0], error, code, message))
+        audit_now(audit_fd, config, events.exec_failed(config.argv[0], error, code, message))
         return code
     import time
 
@@ -505,7 +519,6 @@ def _run_trio(config: Config, launched: _Launched) -> int:
     pid, pidfd, notes, audit_fd = launched.pid, launched.pidfd, launched.notes, launched.audit_fd
     import trio
 
-    from nucleus_trio import events
     from nucleus_trio.audit import EventLog
     from nucleus_trio.init import run_with_log
     from nucleus_trio.pidfd import PidFd
@@ -517,13 +530,7 @@ def _run_trio(config: Config, launched: _Launched) -> int:
         container_id=container_id,
         container_name=container_name,
     )
-    is_pid1 = os.getpid() == 1
-    first = events.supervisor_started(
-        os.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=config.pause
-    )
-    if notes:
-        first.timestamp = notes[0].timestamp
-    for event in (first, *notes):
+    for event in opening_events(config, notes):
         log.emit(event)
     workload = PidFd(pid, pidfd) if pid is not None and pidfd is not None else None
     # Everything imported so far lives as long as the init: keep it out of

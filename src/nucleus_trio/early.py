@@ -23,10 +23,9 @@ from nucleus_trio import events
 from nucleus_trio.config import Config
 from nucleus_trio.levels import DEBUG
 from nucleus_trio.proctree import leftovers, list_children
-from nucleus_trio.records import audit_line
 from nucleus_trio.signals import FORWARDED
 from nucleus_trio.status import ExitStatus, init_exit_code
-from nucleus_trio.stderr import write_bounded, write_stderr
+from nucleus_trio.stderr import write_stderr
 
 
 def nothing_left(workload: int) -> bool:
@@ -58,29 +57,17 @@ def leave_early(
     os.close(pidfd)
     status = ExitStatus.from_siginfo(info)
     code = init_exit_code(status, config.remap_exit)
-    is_pid1 = os.getpid() == 1
-    first = events.supervisor_started(
-        os.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=False
-    )
-    if notes:
-        first.timestamp = notes[0].timestamp
+    from nucleus_trio.cli import audit_now, opening_events
+
     runtime = time.monotonic() - started if started is not None else None
     ending = [
         events.workload_exited(status),
         events.log(DEBUG, "the workload ended before trio was up, nothing left: leaving at once"),
         events.container_stop(code, status, runtime=runtime),
     ]
-    for event in (first, *notes, *ending):
-        _write_now(event, config, audit_fd)
+    for event in (*opening_events(config, notes), *ending):
+        if event.level <= config.verbosity:
+            write_stderr(events.log_line(event))
+        if event.event_type != events.LOG:
+            audit_now(audit_fd, config, event)
     return code
-
-
-def _write_now(event: events.Event, config: Config, audit_fd: int | None) -> None:
-    """Write one event where the event log would (bounded, never raising)."""
-    if event.level <= config.verbosity:
-        write_stderr(events.log_line(event))
-    if audit_fd is not None and event.event_type != events.LOG:
-        from nucleus_trio.cli import container_fields
-
-        if not write_bounded(audit_fd, audit_line(event.record(*container_fields(config)))):
-            write_stderr(b"nucleus-trio: 1 audit events were dropped (sink too slow or broken)\n")

@@ -28,17 +28,13 @@ from nucleus_trio.exits import EXIT_STATUS_LOST
 from nucleus_trio.forwarding import Target
 from nucleus_trio.kernel import open_signalfd
 from nucleus_trio.levels import DEBUG, INFO, WARNING
-from nucleus_trio.machinery import Machinery, sigchld_receiver
+from nucleus_trio.machinery import FLUSH_TIMEOUT, Machinery, sigchld_receiver
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.process import Process
 from nucleus_trio.proctree import leftovers
 from nucleus_trio.signals import FORWARDED, STARTUP_BLOCKED, signal_name
 from nucleus_trio.status import ExitStatus, init_exit_code
 from nucleus_trio.stderr import report_fault
-
-#: How long the init waits for its last log lines on the way out; a stalled
-#: stderr must not keep the container alive.
-FLUSH_TIMEOUT = 1.0
 
 #: Signals that stop pause mode, and that start the ``--kill-after`` timer.
 _STOPPERS = frozenset({signal.SIGINT, signal.SIGTERM})
