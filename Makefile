@@ -1,13 +1,13 @@
 # Two entry points for a fresh machine with python3 and make:
 #   make demo   the init reaping an orphan and forwarding a signal as PID 1
-#   make test   lint, types and the whole test suite
+#   make test   lint, types, the API reference and the whole test suite
 # Each creates .venv and installs what it needs.
 
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck unit clean bench soak
+.PHONY: demo test lint typecheck docs unit clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The API reference from the docstrings, in build/docs/index.html: any
+# warning (-W) or unresolved reference (-n) fails it. -E re-reads every page,
+# so a warning is reported again on every run, not only on the first.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs build/docs
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+test: lint typecheck docs unit
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .hypothesis

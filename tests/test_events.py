@@ -75,6 +75,9 @@ def every_event() -> list[events.Event]:
         events.workload_exited(exited),
         events.workload_exited(killed),
         events.status_lost(5),
+        events.workload_restarting(exited, 1, 0.1),
+        events.workload_restarting(killed, 2, 0.2),
+        events.restart_limit_reached(exited, 5, 60.0),
         events.init_error("boom"),
         events.shutdown_signalled("terminate", 15, [7, 8]),
         events.shutdown_signalled("kill", 9, [8]),
@@ -93,7 +96,14 @@ def test_every_builder_gives_a_valid_record(event: events.Event) -> None:
     assert record["event_type"] in events.EVENT_TYPES
     assert record["is_error"] == (
         event.event_type
-        in {"exec_failed", "status_lost", "init_error", "shutdown_survivor", "audit_dropped"}
+        in {
+            "exec_failed",
+            "status_lost",
+            "restart_limit_reached",
+            "init_error",
+            "shutdown_survivor",
+            "audit_dropped",
+        }
     )
 
 

@@ -43,3 +43,17 @@ def test_pool_and_pipes() -> None:
     assert result.returncode == 0, out + result.stderr.decode()
     assert out.count(": reloaded") == 3, out
     assert "exit codes: [0, 0, 0]" in out
+
+
+def test_restarting_worker() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "restarting_worker.py")],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert out.count("crashing") == 2 and "run 3: serving" in out, out
+    assert out.count("event workload_restarting") == 2, out
+    assert "restarts: 2, last run: exited with 0" in out, out

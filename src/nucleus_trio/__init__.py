@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from nucleus_trio.pidfd import PidFd, StatusLostError
     from nucleus_trio.process import Process
     from nucleus_trio.reaper import Reaper, reap_unclaimed
+    from nucleus_trio.restart import RestartPolicy, Worker
     from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
     from nucleus_trio.signals import parse_signal, signal_name
     from nucleus_trio.spawn import SpawnError, fork_exec
@@ -36,12 +37,14 @@ __all__ = [
     "PidFd",
     "Process",
     "Reaper",
+    "RestartPolicy",
     "ShutdownReport",
     "SignalRoute",
     "SpawnError",
     "StatusLostError",
     "Supervisor",
     "UsageError",
+    "Worker",
     "fork_exec",
     "init_exit_code",
     "open_supervisor",
@@ -77,6 +80,8 @@ _HOMES = {
     "init_exit_code": "status",
     "PidFd": "pidfd",
     "StatusLostError": "pidfd",
+    "RestartPolicy": "restart",
+    "Worker": "restart",
     "Reaper": "reaper",
     "reap_unclaimed": "reaper",
     "SignalRoute": "forwarding",

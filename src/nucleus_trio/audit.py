@@ -228,7 +228,7 @@ class EventLog:
     2 info, 3 debug; below 0, nothing: the library never writes to the
     host's stderr). With ``audit_fd`` every event that is not a plain log
     message is also written there as one JSON object per line; ``sink``
-    takes them instead, in any form of :data:`EventSinkLike`.
+    takes them instead, in any form of :data:`~nucleus_trio.audit.EventSinkLike`.
     """
 
     def __init__(

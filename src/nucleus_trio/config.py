@@ -314,7 +314,7 @@ _PARSE_ONLY = _DEFAULTS.keys() - _CONFIG_DEFAULTS.keys()
 class Config:
     """Everything the command line decides, validated and immutable.
 
-    The fields and their defaults are those of :data:`OPTIONS`, plus ``argv``
+    The fields and their defaults are those of ``OPTIONS``, plus ``argv``
     (the program and its arguments) and ``identity`` (from ``--user`` and
     ``--groups``). A plain ``__slots__`` class rather than an attrs one: it is
     built before the workload is spawned, where importing attrs would cost
@@ -555,11 +555,12 @@ def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) ->
     """Parse the init's arguments (without ``argv[0]``).
 
     ``environ`` supplies the options' own variables (``NUCLEUS_TRIO_GRACE``
-    and the like, see :func:`_apply_own_environment`) and the peers'
-    (``TINI_SUBREAPER`` and the like, see :func:`_apply_peer_environment`):
+    and the like, see ``_apply_own_environment``) and the peers'
+    (``TINI_SUBREAPER`` and the like, see ``_apply_peer_environment``):
     a flag wins over its variable, which wins over the peers'.
-    Returns the action (:attr:`Action.RUN`, ``HELP`` or ``VERSION``) and the
-    configuration. Raises :class:`UsageError` with a one-line reason.
+    Returns the action (:attr:`Action.RUN <nucleus_trio.config.Action.RUN>`,
+    ``HELP`` or ``VERSION``) and the configuration. Raises :class:`UsageError`
+    with a one-line reason.
     """
     # The parse's state: each field's value so far, a fresh list for each
     # repeatable option (whose default is empty).

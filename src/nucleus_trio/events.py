@@ -1,7 +1,7 @@
 """The event vocabulary: every event type the init and the library emit, built here.
 
 One function per event type decides its ``detail``, its level, whether it
-is an error and its own fields, so the command line, :func:`run_command` and
+is an error and its own fields, so the command line, :func:`~nucleus_trio.run_command` and
 the :class:`~nucleus_trio.Supervisor` say the same thing in the same words
 (README, "Audit"). Every type is listed in :data:`EVENT_TYPES`, in
 ``audit.schema.json`` and in the README's table; a test holds the three
@@ -38,6 +38,8 @@ SIGNAL_DROPPED = "signal_dropped"
 ZOMBIE_REAPED = "zombie_reaped"
 WORKLOAD_EXITED = "workload_exited"
 STATUS_LOST = "status_lost"
+WORKLOAD_RESTARTING = "workload_restarting"
+RESTART_LIMIT_REACHED = "restart_limit_reached"
 INIT_ERROR = "init_error"
 SHUTDOWN_TERMINATE = "shutdown_terminate"
 SHUTDOWN_KILL = "shutdown_kill"
@@ -59,6 +61,8 @@ EVENT_TYPES: frozenset[str] = frozenset(
         ZOMBIE_REAPED,
         WORKLOAD_EXITED,
         STATUS_LOST,
+        WORKLOAD_RESTARTING,
+        RESTART_LIMIT_REACHED,
         INIT_ERROR,
         SHUTDOWN_TERMINATE,
         SHUTDOWN_KILL,
@@ -231,6 +235,27 @@ def status_lost(pid: int) -> Event:
     """A workload was reaped by someone else: its status is unknown."""
     detail = f"pid {pid} was reaped by someone else: its exit status is lost"
     return Event(STATUS_LOST, detail, ERROR, True, {"pid": pid})
+
+
+def workload_restarting(status: ExitStatus, restarts: int, delay: float) -> Event:
+    """A worker with a restart policy exited and starts again after ``delay``
+    seconds (its ``restarts``-th restart)."""
+    detail = (
+        f"workload pid={status.pid} {status.describe()}: "
+        f"restart {restarts} in {delay:.3g} s"
+    )
+    fields = {**status_fields(status), "restarts": restarts, "delay": round(delay, 6)}
+    return Event(WORKLOAD_RESTARTING, detail, WARNING, False, fields)
+
+
+def restart_limit_reached(status: ExitStatus, restarts: int, window: float) -> Event:
+    """A worker failed too often (its burst limit): it is not restarted again."""
+    detail = (
+        f"workload pid={status.pid} {status.describe()}: "
+        f"{restarts} restarts within {window:g} s, not restarted again"
+    )
+    fields = {**status_fields(status), "restarts": restarts, "window": window}
+    return Event(RESTART_LIMIT_REACHED, detail, ERROR, True, fields)
 
 
 def init_error(detail: str, level: int = ERROR) -> Event:

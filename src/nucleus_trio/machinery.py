@@ -100,6 +100,7 @@ class Machinery:
         self.waiters: dict[int, Callable[[ExitStatus], None]] = {}
         self.forwarder: Forwarder | None = None
         self.reaper: Reaper | None = None
+        self.stopping = False  # the block's end has begun: start nothing again
         self._task_group: Any = None
 
     def emit(self, event: events.Event) -> None:
@@ -241,8 +242,6 @@ class Machinery:
                     _ReapPolicy(self).on_reaped(status)
         return report
 
-    # -- running --------------------------------------------------------------
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Machinery]:
         """The tasks, then the shutdown; the block's exception comes out as itself."""
@@ -289,9 +288,9 @@ class Machinery:
             raise
 
     async def _end(self, body_error: BaseException | None) -> None:
-        """The block's end: the shutdown, whatever ended the block. A second
-        KeyboardInterrupt during it gives way to the exception already on
-        its way out."""
+        """The shutdown, whatever ended the block; a second KeyboardInterrupt
+        during it gives way to the exception already on its way out."""
+        self.stopping = True
         try:
             await self.shut_down()
         except BaseException as exc:

@@ -148,7 +148,7 @@ class Reaper:
     """Runs a reaping pass once per wake-up, and reports what it reaped.
 
     The pass is :func:`reap_unclaimed` with ``claimed`` (the library's
-    policy), unless ``reap`` gives another (the init's :func:`reap_any`).
+    policy), unless ``reap`` gives another (the init's ``reap_any``).
     ``claimed`` may raise :class:`~nucleus_trio.claims.ClaimsUnknown`.
     """
 

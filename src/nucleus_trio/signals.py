@@ -90,7 +90,7 @@ def parse_signal(text: str, *, allow_zero: bool = False) -> int:
 
     Accepts ``TERM``, ``SIGTERM``, ``sigterm``, ``15``, ``RTMIN+3``,
     ``SIGRTMAX-1``. ``0`` is accepted only with ``allow_zero`` (the "drop" of a
-    rewrite). Raises :class:`SignalSpecError` with a message fit for a user.
+    rewrite). Raises :class:`~nucleus_trio.signals.SignalSpecError` with a message fit for a user.
     """
     spec = text.strip()
     if not spec:

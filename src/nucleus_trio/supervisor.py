@@ -34,6 +34,7 @@ from nucleus_trio.forwarding import LIBRARY_DEFAULT, check_library_signals
 from nucleus_trio.identity import Identity
 from nucleus_trio.machinery import Machinery
 from nucleus_trio.process import Process
+from nucleus_trio.restart import RestartPolicy, Worker
 from nucleus_trio.status import ExitStatus
 from nucleus_trio.streams import FdStream
 
@@ -124,6 +125,26 @@ class Supervisor:
             stderr=stderr,
         )
 
+    async def start_worker(
+        self,
+        argv: Sequence[str],
+        *,
+        restart: RestartPolicy | None = None,
+        **options: Any,
+    ) -> Worker:
+        """Start ``argv`` as a :class:`~nucleus_trio.restart.Worker` that
+        ``restart`` (by default ``RestartPolicy()``: on failure, with
+        backoff and a burst limit) starts again when it exits; ``options``
+        are :meth:`start`'s, used for every run. Each restart is a
+        ``workload_restarting`` event, giving up a ``restart_limit_reached``
+        one. The first start raises as :meth:`start` does; a later one that
+        cannot run ends the worker (its :meth:`~Worker.wait` raises).
+        """
+        process = await self.start(argv, **options)
+        worker = Worker(self._machinery, process, restart or RestartPolicy(), options)
+        self._machinery.task_group().start_soon(worker.supervise)
+        return worker
+
     async def run_process(
         self,
         argv: Sequence[str],
@@ -183,14 +204,15 @@ class Supervisor:
 
     def forward_signals(
         self,
-        processes: Process | Iterable[Process],
+        processes: Process | Worker | Iterable[Process | Worker],
         signals: Iterable[int] = LIBRARY_DEFAULT,
         *,
         group: bool | None = None,
     ) -> None:
         """Forward the signals this program receives to each of ``processes``
         (one :class:`Process`, several, or ``supervisor.processes.values()``)
-        until it exits.
+        until it exits; to a :class:`~nucleus_trio.restart.Worker`, to each
+        of its runs.
 
         Must be called from the main thread. The default set is TERM, INT,
         HUP, QUIT, USR1, USR2 and WINCH; SIGPIPE is never forwarded (the
@@ -203,10 +225,12 @@ class Supervisor:
 
         wanted = frozenset(int(s) for s in signals)
         checked = check_library_signals(wanted, refused_signals(wanted))
-        targets = [processes] if isinstance(processes, Process) else list(processes)
-        for process in targets:
-            if not process.exited:
-                self._machinery.forward(process, checked, group=group)
+        targets = [processes] if isinstance(processes, Process | Worker) else list(processes)
+        for target in targets:
+            if isinstance(target, Worker):
+                target.forward(checked, group)
+            elif not target.exited:
+                self._machinery.forward(target, checked, group=group)
 
     def reap_now(self) -> list[ExitStatus]:
         """Reap every orphan nobody claims, now; return their statuses."""
@@ -285,7 +309,9 @@ __all__ = [
     "CompletedProcess",
     "EventSinkLike",
     "Process",
+    "RestartPolicy",
     "Supervisor",
+    "Worker",
     "open_supervisor",
     "run_process",
 ]
