@@ -18,7 +18,7 @@ import pytest
 
 from nucleus_trio import reaper
 from nucleus_trio.proctree import _children_from_stat, list_children
-from nucleus_trio.reaper import BATCH, Reaper, reap_pid, reap_unclaimed
+from nucleus_trio.reaper import BATCH, OwnerGrace, Reaper, reap_pid, reap_unclaimed
 from nucleus_trio.status import ExitStatus
 
 pytestmark = pytest.mark.timeout(30)
@@ -310,3 +310,61 @@ def test_reaper_reap_now_reports_each_unclaimed_child(kids: Kids) -> None:
     assert codes(seen) == {pids[0]: 71, pids[1]: 72}
     assert the_reaper.reap_now() == 0
     assert is_zombie_child(claimed_pid)
+
+
+# ---------------------------------------------------------------- owner's grace
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_young_zombie_is_left_to_its_owner_then_reaped(kids: Kids) -> None:
+    clock = Clock()
+    owners = OwnerGrace(0.02, clock)
+    pid = kids.exit_with(3)
+    kids.wait_zombie(pid)
+    assert reap_unclaimed(kids.claimed, owners=owners) == ([], False)
+    assert is_zombie_child(pid)  # its owner's waitpid would still get it
+    assert owners.next_look() == pytest.approx(0.02)
+    clock.now += 0.01
+    assert reap_unclaimed(kids.claimed, owners=owners) == ([], False)
+    assert owners.next_look() == pytest.approx(0.01)
+    clock.now += 0.01
+    reaped, _ = reap_unclaimed(kids.claimed, owners=owners)
+    assert codes(reaped) == {pid: 3}
+    assert not is_our_child(pid)
+
+
+def test_the_grace_forgets_a_zombie_its_owner_took(kids: Kids) -> None:
+    clock = Clock()
+    owners = OwnerGrace(0.02, clock)
+    pid = kids.exit_with(4)
+    kids.wait_zombie(pid)
+    reap_unclaimed(kids.claimed, owners=owners)
+    assert os.waitpid(pid, 0) == (pid, 4 << 8)  # the owner takes it
+    assert reap_unclaimed(kids.claimed, owners=owners) == ([], False)
+    assert owners.next_look() is None  # no timer left behind
+
+
+def test_a_young_zombie_at_the_head_does_not_hide_a_ripe_one(kids: Kids) -> None:
+    clock = Clock()
+    owners = OwnerGrace(0.02, clock)
+    old = kids.exit_with(5)
+    kids.wait_zombie(old)
+    reap_unclaimed(kids.claimed, owners=owners)
+    clock.now += 0.05
+    young = kids.exit_with(6)
+    kids.wait_zombie(young)
+    reaped, _ = reap_unclaimed(kids.claimed, owners=owners)
+    assert codes(reaped) == {old: 5}
+    assert is_zombie_child(young)
+    with owners.waived():
+        reaped, _ = reap_unclaimed(kids.claimed, owners=owners)
+    assert codes(reaped) == {young: 6}

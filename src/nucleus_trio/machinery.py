@@ -36,7 +36,7 @@ from nucleus_trio.levels import DEBUG
 from nucleus_trio.pidfd import PidFd, StatusLostError
 from nucleus_trio.process import Process
 from nucleus_trio.proctree import descendants, is_zombie, list_children
-from nucleus_trio.reaper import Reaper, reap_any, reap_pid, reap_unclaimed
+from nucleus_trio.reaper import OwnerGrace, Reaper, reap_any, reap_pid, reap_unclaimed
 from nucleus_trio.shutdown import ShutdownReport, is_interruption, shutdown_leftovers
 from nucleus_trio.spawn import SpawnError, popen_workload
 from nucleus_trio.status import ExitStatus
@@ -205,8 +205,8 @@ class Machinery:
         return all_claims(self.claimed)
 
     def _make_reaper(self) -> Reaper:
-        policy = _ReapPolicy(self)
-        return Reaper(self.claims, policy.on_reaped, self.on_fault, reap=policy.reap_pass)
+        p = _ReapPolicy(self)
+        return Reaper(self.claims, p.on_reaped, self.on_fault, reap=p.reap_pass, owners=p.owners)
 
     def reap_now(self) -> list[ExitStatus]:
         """Reap every orphan the policy allows, now; return the statuses kept."""
@@ -317,12 +317,16 @@ class _ReapPolicy:
         self.machinery = machinery
         #: One batch of the reaping pass.
         self.reap_pass: Callable[[], tuple[list[ExitStatus], bool]]
+        self.owners: OwnerGrace | None = None
         if machinery.owns_all:
             self.reap_pass = functools.partial(
                 reap_any, keep=machinery.keep_reaped, waiters=machinery.waiters
             )
         else:
-            self.reap_pass = functools.partial(reap_unclaimed, machinery.claims)
+            self.owners = OwnerGrace()
+            self.reap_pass = functools.partial(
+                reap_unclaimed, machinery.claims, owners=self.owners
+            )
 
     def on_reaped(self, status: ExitStatus) -> None:
         """Record one reaped orphan."""

@@ -22,8 +22,9 @@ Standard library only at import: the crash guard uses :func:`reap_any`.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 
 from nucleus_trio.claims import ClaimsUnknown
 from nucleus_trio.proctree import list_children
@@ -43,6 +44,13 @@ OWNED_BATCH = 4 * BATCH
 
 #: After a reaping pass raised, how long before the next try.
 RETRY_AFTER_FAULT = 0.5
+
+#: The owner's grace: the library reaps an unclaimed zombie only once it has
+#: been seen exited this long before. A bare fork's parent code (``os.system``
+#: in a worker thread, above all) waits for its child right after the exit;
+#: the reaper's wake-up could otherwise win that race and take the status
+#: (README, "Library": the reaping rule).
+OWNER_GRACE = 0.02
 
 #: While the claims are unknown (a ``Popen`` under construction), the pass is
 #: tried again after each of these delays, then only at the next wake-up.
@@ -110,10 +118,59 @@ def _status(info: os.waitid_result) -> ExitStatus:
     return ExitStatus.from_siginfo(info)
 
 
+def _has_exited(pid: int) -> bool:
+    """Whether child ``pid`` is a zombie (it stays one)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return False
+
+
+class OwnerGrace:
+    """When each unclaimed zombie was first seen: it is reaped only once it
+    has been a zombie for :data:`OWNER_GRACE`, so that its parent code gets
+    the first chance at it."""
+
+    def __init__(self, grace: float = OWNER_GRACE, clock: Callable[[], float] | None = None):
+        import time
+
+        self.grace = grace
+        self._clock = clock or time.monotonic
+        self._seen: dict[int, float] = {}
+
+    def ripe(self, pid: int) -> bool:
+        """Whether the zombie ``pid`` may be reaped now (recording a first sighting)."""
+        now = self._clock()
+        return now - self._seen.setdefault(pid, now) >= self.grace
+
+    def forget_all_but(self, zombies: Collection[int]) -> None:
+        """Drop the sightings of the processes that are no longer zombies."""
+        self._seen = {pid: at for pid, at in self._seen.items() if pid in zombies}
+
+    @contextlib.contextmanager
+    def waived(self) -> Iterator[None]:
+        """No grace inside the block: an explicit ``reap_now()`` reaps now."""
+        grace, self.grace = self.grace, 0.0
+        try:
+            yield
+        finally:
+            self.grace = grace
+
+    def next_look(self) -> float | None:
+        """Seconds until the youngest waiting zombie is ripe, or ``None``."""
+        if not self._seen:
+            return None
+        return max(0.0, min(self._seen.values()) + self.grace - self._clock())
+
+
 def reap_unclaimed(
-    claimed: Callable[[], Collection[int]], limit: int = BATCH
+    claimed: Callable[[], Collection[int]],
+    limit: int = BATCH,
+    *,
+    owners: OwnerGrace | None = None,
 ) -> tuple[list[ExitStatus], bool]:
-    """Reap up to ``limit`` exited children that nobody claims.
+    """Reap up to ``limit`` exited children that nobody claims (and, with
+    ``owners``, that have had their owner's grace).
 
     Returns what was reaped and whether more may be waiting. ``claimed`` is
     asked *after* each zombie is seen: a zombie seen at one moment existed
@@ -123,20 +180,27 @@ def reap_unclaimed(
     while len(reaped) < limit:
         info = _next_exited(keep_zombie=True)
         if info is None:
+            if owners is not None:
+                owners.forget_all_but(())
             return reaped, False
-        if info.si_pid not in claimed():
+        if info.si_pid not in claimed() and (owners is None or owners.ripe(info.si_pid)):
             status = reap_pid(info.si_pid)
             if status is not None:
                 reaped.append(status)
             continue
-        # The oldest zombie is claimed, and P_ALL cannot see past it: list the
-        # children first, then ask for the claims, then reap the others by PID.
+        # The oldest zombie is claimed (or young), and P_ALL cannot see past
+        # it: list the children first, then ask for the claims, then reap
+        # the others by PID.
         children = list_children()
         claims = claimed()
-        for pid in children:
+        zombies = [pid for pid in children if pid not in claims]
+        if owners is not None:
+            zombies = [pid for pid in zombies if _has_exited(pid)]
+            owners.forget_all_but(zombies)
+        for pid in zombies:
             if len(reaped) >= limit:
                 return reaped, True
-            if pid not in claims:
+            if owners is None or owners.ripe(pid):
                 status = reap_pid(pid)
                 if status is not None:
                     reaped.append(status)
@@ -150,6 +214,8 @@ class Reaper:
     The pass is :func:`reap_unclaimed` with ``claimed`` (the library's
     policy), unless ``reap`` gives another (the init's ``reap_any``).
     ``claimed`` may raise :class:`~nucleus_trio.claims.ClaimsUnknown`.
+    With ``owners`` (the :class:`~nucleus_trio.reaper.OwnerGrace` the pass uses), a zombie left
+    for its owner is looked at again once its grace is over.
     """
 
     def __init__(
@@ -159,8 +225,10 @@ class Reaper:
         on_error: Callable[[Exception], None] | None = None,
         *,
         reap: Callable[[], tuple[list[ExitStatus], bool]] | None = None,
+        owners: OwnerGrace | None = None,
     ) -> None:
         self._claimed = claimed
+        self._owners = owners
         self._reap = reap if reap is not None else self._reap_unclaimed
         self._on_reaped = on_reaped
         self._on_error = on_error
@@ -177,10 +245,11 @@ class Reaper:
         """
         total = 0
         more = True
-        while more:
-            reaped, more = self._reap()
-            self._report(reaped)
-            total += len(reaped)
+        with self._owners.waived() if self._owners is not None else contextlib.nullcontext():
+            while more:
+                reaped, more = self._reap()
+                self._report(reaped)
+                total += len(reaped)
         return total
 
     def _report(self, reaped: list[ExitStatus]) -> None:
@@ -229,6 +298,8 @@ class Reaper:
                 unsure += 1
             elif outcome == "done":
                 unsure = 0
+                if self._owners is not None:
+                    delay = self._owners.next_look()  # a timer only while one waits
             if delay is None:
                 await iterator.__anext__()
             else:
