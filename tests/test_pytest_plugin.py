@@ -9,21 +9,28 @@ the run no such process may survive (checked by PID and command line).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.library_support import cmdline
+from tests.library_support import cleanup, cmdline
 
 pytest_plugins = ["pytester"]
 
 TIMEOUT = 120.0
 
-INNER = """
+#: What the inner files share: recording PIDs, and a workload left running.
+COMMON = """
 import os
 import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from multiprocessing import forkserver, get_context, resource_tracker
 from pathlib import Path
 
 import anyio
@@ -31,6 +38,7 @@ import pytest
 import trio
 
 from nucleus_trio import Process, Supervisor
+from nucleus_trio.proctree import is_zombie, list_children
 
 PIDS = Path({pids!r})
 #: Write ends of the leaked workloads' stdin, kept open so that they run on.
@@ -57,8 +65,151 @@ async def start_and_leak(supervisor: Supervisor, argv: list[str], tag: str) -> P
     assert os.read(stdout_r, 100) == (tag + ":ping\\n").encode()
     os.close(stdout_r)
     return worker
+"""
+
+#: One test that leaves a workload running, one that ignores SIGTERM, a
+#: zombie and a forkserver worker behind, and starts multiprocessing's
+#: helpers; then a test that finds the helpers alive and still in use.
+INNER_LEAKS = """
+{marks}
+async def test_leaks(process_supervisor: Supervisor{extra}) -> None:
+    running = await start_and_leak(process_supervisor, {running!r}, "{tag}-running")
+    record("running", running.pid)
+    stubborn = await start_and_leak(process_supervisor, {stubborn!r}, "{tag}-stubborn")
+    record("stubborn", stubborn.pid)
+    # A Popen that is never waited for: the reaper must leave its child to it
+    # (a claim), so the exited child stays a zombie past the test.
+    popen = subprocess.Popen(["sh", "-c", "exit 0"])
+    KEEP_POPEN.append(popen)
+    os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+    record("zombie", popen.pid)
+    # Starts the resource tracker and the forkserver (children of this
+    # process), and a worker (the forkserver's child) that runs on.
+    worker = get_context("forkserver").Process(target=time.sleep, args=(600,))
+    worker.start()
+    record("worker", worker.pid or 0)
+    record("forkserver", forkserver._forkserver._forkserver_pid or 0)
+    record("tracker", resource_tracker._resource_tracker._pid or 0)
 
 
+def test_helpers_live_on() -> None:
+    for name in ("forkserver", "tracker"):
+        pid = int((PIDS / name).read_text())
+        assert pid in list_children() and not is_zombie(pid), name
+    # Neither was ended: multiprocessing finds each alive, and starts no other.
+    forkserver.ensure_running()
+    resource_tracker.ensure_running()
+    assert forkserver._forkserver._forkserver_pid == int((PIDS / "forkserver").read_text())
+    assert resource_tracker._resource_tracker._pid == int((PIDS / "tracker").read_text())
+"""
+
+#: How each runner marks the inner test.
+RUNNERS = {
+    "trio": ("@pytest.mark.trio", ""),
+    "anyio-trio": (
+        '@pytest.mark.anyio\n@pytest.mark.parametrize("anyio_backend", ["trio"])',
+        ", anyio_backend: str",
+    ),
+    "anyio-asyncio": (
+        '@pytest.mark.anyio\n@pytest.mark.parametrize("anyio_backend", ["asyncio"])',
+        ", anyio_backend: str",
+    ),
+}
+
+#: A leak line of the failure.
+LEAK_LINE = re.compile(r"pid (\d+): (.+) \((running|zombie|ignored SIGTERM)\)")
+
+
+def _kill_if(pid: int, ours: Callable[[str | None], bool]) -> None:
+    """SIGKILL ``pid`` only if its command line says it is still the process
+    the inner test made (and reap it if it is a child of this process)."""
+    if ours(cmdline(pid)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        cleanup([pid])
+
+
+def _is(expected: str) -> Callable[[str | None], bool]:
+    """A test of a command line: whether it is ``expected``."""
+    return lambda command: command == expected
+
+
+def _is_helper(command: str | None) -> bool:
+    """Whether ``command`` is a multiprocessing helper's (or a forkserver worker's)."""
+    return command is not None and "from multiprocessing." in command
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_process_supervisor_names_each_leak_in_the_test_failure(
+    pytester: pytest.Pytester, runner: str
+) -> None:
+    pids = pytester.path / "pids"
+    pids.mkdir()
+    tag = f"leak-{runner}"
+    running = ["sed", "-u", f"s/^/{tag}-running:/"]
+    # The shell's ignored SIGTERM stays ignored across the exec. (The newline
+    # is shown escaped: one line per leak.)
+    stubborn = ["sh", "-c", f"trap '' TERM\nexec sed -u s/^/{tag}-stubborn:/"]
+    marks, extra = RUNNERS[runner]
+    source = COMMON.format(pids=str(pids)) + INNER_LEAKS.format(
+        marks=marks, extra=extra, tag=tag, running=running, stubborn=stubborn
+    )
+    pytester.makepyfile(test_inner=textwrap.dedent(source))
+    # The processes as they still run after their exec, for the clean-up.
+    alive_as = {
+        "running": " ".join(running),
+        "stubborn": f"sed -u s/^/{tag}-stubborn:/",
+    }
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-v", "-rfE", timeout=TIMEOUT
+        )
+        output = result.stdout.str()
+        recorded = {path.name: int(path.read_text()) for path in pids.iterdir()}
+
+        # The leaky test fails (no teardown error), the helpers live on.
+        result.assert_outcomes(failed=1, passed=1)
+        name = "test_leaks" if runner == "trio" else f"test_leaks[{runner.split('-')[1]}]"
+        assert f"test_inner.py::{name} FAILED" in output, output
+        assert "test_inner.py::test_helpers_live_on PASSED" in output, output
+
+        # One line per leak, and nothing else: not the helpers.
+        lines = [line for line in _sections(output)[name].splitlines() if line.strip()]
+        assert lines[0] == "processes outlived the test:", output
+        leaks = {}
+        for line in lines[1:]:
+            match = LEAK_LINE.fullmatch(line)
+            assert match is not None, output
+            leaks[int(match[1])] = (match[2], match[3])
+        assert set(leaks) == {recorded[k] for k in ("running", "stubborn", "zombie", "worker")}
+        assert leaks[recorded["running"]] == (" ".join(running), "running")
+        shown = " ".join(stubborn).replace("\n", "\\n")
+        assert leaks[recorded["stubborn"]] == (shown, "ignored SIGTERM")
+        assert leaks[recorded["zombie"]] == ("[sh]", "zombie")
+        command, state = leaks[recorded["worker"]]
+        assert re.fullmatch(r"\S*python\S* .*-c from multiprocessing\.forkserver .*", command)
+        assert state == "running"
+
+        # Nothing the test left survives the run.
+        for key, command in alive_as.items():
+            assert cmdline(recorded[key]) != command, f"{key} pid {recorded[key]} survived"
+        assert not _is_helper(cmdline(recorded["worker"])), "the worker survived"
+    finally:
+        for key, command in alive_as.items():
+            if (pids / key).exists():
+                _kill_if(int((pids / key).read_text()), _is(command))
+        # The helpers end with the inner pytest (their pipes close): these
+        # are only in case they did not.
+        for key in ("worker", "forkserver", "tracker"):
+            if (pids / key).exists():
+                _kill_if(int((pids / key).read_text()), _is_helper)
+
+
+#: Clean tests, a test that fails and leaks, an orphan left behind, and a
+#: fixture built on ``process_supervisor`` that ends its process itself.
+INNER_MORE = """
 @pytest.mark.trio
 async def test_clean(process_supervisor: Supervisor) -> None:
     worker = await process_supervisor.start(["sh", "-c", "exit 3"])
@@ -84,29 +235,42 @@ async def test_clean_orphan(process_supervisor: Supervisor) -> None:
     assert [s.code for s in process_supervisor.reaped_orphans] == [4]
 
 
+@pytest.fixture
+async def server(
+    process_supervisor: Supervisor, request: pytest.FixtureRequest
+) -> AsyncIterator[Process]:
+    # Ended in this fixture's teardown, which comes before the supervisor's.
+    worker = await process_supervisor.start(["sleep", "600"])
+    record(request.node.name, worker.pid)
+    yield worker
+    worker.terminate()
+    await worker.wait()
+
+
 @pytest.mark.trio
-async def test_leaves_running(process_supervisor: Supervisor) -> None:
-    argv = ["sed", "-u", "s/^/{running}:/"]
-    worker = await start_and_leak(process_supervisor, argv, "{running}")
-    record("running", worker.pid)
+async def test_fixture_on_it(server: Process) -> None:
+    assert not server.exited
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_leaves_running_asyncio(process_supervisor: Supervisor, anyio_backend: str) -> None:
-    argv = ["sed", "-u", "s/^/{running_asyncio}:/"]
-    worker = await start_and_leak(process_supervisor, argv, "{running_asyncio}")
-    record("running_asyncio", worker.pid)
+async def test_fixture_on_it_anyio(server: Process, anyio_backend: str) -> None:
+    assert not server.exited
 
 
 @pytest.mark.trio
-async def test_leaves_zombie(process_supervisor: Supervisor) -> None:
-    # A Popen that is never waited for: the reaper must leave its child to it
-    # (a claim), so the exited child stays a zombie past the test.
-    popen = subprocess.Popen(["sh", "-c", "exit 0"])
-    KEEP_POPEN.append(popen)
-    os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
-    record("zombie", popen.pid)
+async def test_fails_and_leaks(process_supervisor: Supervisor) -> None:
+    argv = ["sed", "-u", "s/^/{failing}:/"]
+    record("failing", (await start_and_leak(process_supervisor, argv, "{failing}")).pid)
+    assert 1 == 2, "the test's own failure"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fails_and_leaks_anyio(process_supervisor: Supervisor, anyio_backend: str) -> None:
+    argv = ["sed", "-u", "s/^/{failing_anyio}:/"]
+    record("failing_anyio", (await start_and_leak(process_supervisor, argv, "{failing_anyio}")).pid)
+    assert 1 == 2, "the test's own failure"
 
 
 @pytest.mark.trio
@@ -117,76 +281,49 @@ async def test_leaves_daemon(process_supervisor: Supervisor) -> None:
     assert (await parent.wait()).code == 0
 """
 
-#: How each leftover is known by its command line (with the tag it was given).
-TAGS = {"running": "leak-running", "running_asyncio": "leak-asyncio", "daemon": "leak-daemon"}
+#: The leftovers of INNER_MORE, by name: their command lines.
 COMMANDS = {
-    "running": "sed -u s/^/leak-running:/",
-    "running_asyncio": "sed -u s/^/leak-asyncio:/",
+    "failing": "sed -u s/^/leak-failing:/",
+    "failing_anyio": "sed -u s/^/leak-failing-anyio:/",
     "daemon": "sed -u s/^/leak-daemon:/",
-}
-LEAKY_TESTS = {
-    "test_leaves_running": "running",
-    "test_leaves_running_asyncio[asyncio]": "running_asyncio",
-    "test_leaves_daemon": "daemon",
-    "test_leaves_zombie": "zombie",
+    "test_fixture_on_it": "sleep 600",
+    "test_fixture_on_it_anyio[asyncio]": "sleep 600",
 }
 
 
-def _kill_if_ours(pid: int, expected: str) -> None:
-    """SIGKILL ``pid`` only if it is still the process the inner test made."""
-    if cmdline(pid) == expected:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def test_process_supervisor_names_and_ends_leftovers(pytester: pytest.Pytester) -> None:
+def test_process_supervisor_reports_with_the_tests_own_failure(
+    pytester: pytest.Pytester,
+) -> None:
     pids = pytester.path / "pids"
     pids.mkdir()
-    pytester.makepyfile(
-        test_inner=textwrap.dedent(
-            INNER.format(
-                pids=str(pids),
-                running=TAGS["running"],
-                running_asyncio=TAGS["running_asyncio"],
-                daemon=TAGS["daemon"],
-                daemon_file=str(pids / "daemon"),
-            )
-        )
+    source = COMMON.format(pids=str(pids)) + INNER_MORE.format(
+        failing="leak-failing",
+        failing_anyio="leak-failing-anyio",
+        daemon="leak-daemon",
+        daemon_file=str(pids / "daemon"),
     )
+    pytester.makepyfile(test_inner=textwrap.dedent(source))
     try:
         result = pytester.runpytest_subprocess(
             "-p", "no:cacheprovider", "-v", "-rfE", timeout=TIMEOUT
         )
         output = result.stdout.str()
-        recorded = {name: int((pids / name).read_text()) for name in LEAKY_TESTS.values()}
-        assert result.ret == pytest.ExitCode.TESTS_FAILED, output
+        recorded = {name: int((pids / name).read_text()) for name in COMMANDS}
+        result.assert_outcomes(passed=6, failed=3)
 
-        # The clean tests pass; each test that leaks fails (under pytest-trio
-        # the fixture's teardown is part of the test: FAILED; under anyio it
-        # is an ERROR at teardown).
-        for clean in (
-            "test_clean",
-            "test_clean_anyio[asyncio]",
-            "test_clean_anyio[trio]",
-            "test_clean_orphan",
-        ):
-            assert f"test_inner.py::{clean} PASSED" in output, output
-        summary = _summary(output)
-        assert set(summary) == set(LEAKY_TESTS), output
-
-        # Each failure names the PID and the command line of what was left.
         sections = _sections(output)
-        for test, name in LEAKY_TESTS.items():
+        for test, name in (
+            ("test_fails_and_leaks", "failing"),
+            ("test_fails_and_leaks_anyio[asyncio]", "failing_anyio"),
+            ("test_leaves_daemon", "daemon"),
+        ):
+            assert f"test_inner.py::{test} FAILED" in output, output
             text = sections[test]
             assert "processes outlived the test" in text, text
-            if name == "zombie":  # a zombie has no command line any more
-                assert f"left behind: pid {recorded[name]} (zombie)" in text, text
-            else:
-                assert f"pid {recorded[name]} (running) {COMMANDS[name]}" in text, text
-        assert "workload pid" in sections["test_leaves_running"]
-        assert "left behind: pid" in sections["test_leaves_daemon"]
+            line = f"pid {recorded[name]}: {COMMANDS[name]} (running)"
+            assert [x for x in text.splitlines() if x.startswith("pid ")] == [line], text
+        for test in ("test_fails_and_leaks", "test_fails_and_leaks_anyio[asyncio]"):
+            assert "the test's own failure" in sections[test], sections[test]
 
         # Nothing survives the run.
         for name, command in COMMANDS.items():
@@ -196,18 +333,7 @@ def test_process_supervisor_names_and_ends_leftovers(pytester: pytest.Pytester) 
         for name, command in COMMANDS.items():
             path = pids / name
             if path.exists():
-                _kill_if_ours(int(path.read_text()), command)
-
-
-def _summary(output: str) -> dict[str, str]:
-    """The ``FAILED`` / ``ERROR`` lines of the short summary, by test name."""
-    found: dict[str, str] = {}
-    for line in output.splitlines():
-        for word in ("FAILED ", "ERROR "):
-            if line.startswith(word + "test_inner.py::"):
-                name = line[len(word + "test_inner.py::") :].split(" - ")[0].strip()
-                found[name] = word.strip()
-    return found
+                _kill_if(int(path.read_text()), _is(command))
 
 
 def _sections(output: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Which processes exist: children, descendants, the namespace, zombies.
+"""Which processes exist: children, descendants, the namespace, zombies, command lines.
 
 Read from ``/proc`` with the standard library alone: the reaper, the
 shutdown, the pytest fixture and the crash guard (which must work when trio
@@ -51,6 +51,39 @@ def _children_from_stat() -> Iterator[int]:
         fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 1 and int(fields[1]) == me:
             yield int(entry)
+
+
+def process_argv(pid: int) -> list[str]:
+    """The arguments ``pid`` runs with, from ``/proc/PID/cmdline``.
+
+    Empty for a zombie (the kernel has freed its memory), a kernel thread,
+    or a process that is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return []
+    if not raw:
+        return []
+    # Each argument ends with a NUL (a process that rewrote its arguments
+    # may have dropped the last one).
+    return [word.decode(errors="replace") for word in raw.rstrip(b"\0").split(b"\0")]
+
+
+def command_line(pid: int) -> str:
+    """``pid``'s command line as ``ps`` shows it: the arguments joined by
+    spaces, or, once they are gone (a zombie), the command name in brackets
+    (``[sleep]``); empty once the process is gone."""
+    argv = process_argv(pid)
+    if argv:
+        return " ".join(argv)
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as handle:
+            name = handle.read().rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return ""
+    return f"[{name}]"
 
 
 def own_namespace_proc() -> bool:

@@ -9,9 +9,31 @@
 
 The fixture yields a :class:`~nucleus_trio.Supervisor` (with orphan reaping,
 and this process registered as child subreaper for the test, so the
-workloads' own orphans come back to it). When the test ends, every process it
-started that still runs, and every orphan or zombie left behind, is named in
-a test failure, then ended (SIGTERM, SIGKILL after a short grace) and reaped.
+workloads' own orphans come back to it). When the test ends, every process
+it left behind (a workload still running, an orphan, a child nobody waited
+for) is ended (SIGTERM, SIGKILL after a short grace) and reaped, and the test
+fails with one line per process::
+
+    processes outlived the test:
+    pid 4242: my-worker --once (running)
+    pid 4250: [sh] (zombie)
+    pid 4251: my-daemon --forever (ignored SIGTERM)
+
+``ignored SIGTERM`` is a process still there after SIGTERM and the grace,
+which needed SIGKILL. Left alone: the processes there before the test, and
+this interpreter's own helpers, multiprocessing's resource tracker and
+forkserver, which serve the whole session (the forkserver's workers are
+the test's: a worker left running is a leak).
+
+The leaks fail the test itself (FAILED, not an ERROR at teardown), whichever
+plugin runs it: pytest-trio tears the fixture down inside the test's call,
+but anyio's plugin does so in the teardown phase, after the call's report
+is out. So this plugin runs a test that uses the fixture through pytest's
+own protocol with the reports held back, and adds the leaks to the call's
+report once the teardown is over. Fixtures still tear down when and in the
+order pytest says: a fixture built on this one may end its processes in
+its own teardown. (If another plugin runs the protocol instead, the fixture
+fails its teardown itself.)
 
 Registered under the ``pytest11`` entry point as ``nucleus_trio``. Use it
 from tests marked ``@pytest.mark.trio`` (pytest-trio) or
@@ -20,14 +42,26 @@ from tests marked ``@pytest.mark.trio`` (pytest-trio) or
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from nucleus_trio.kernel import PR_SET_CHILD_SUBREAPER, get_child_subreaper, prctl
-from nucleus_trio.proctree import descendants, is_zombie, list_children
+# pytest's own protocol (pytest-rerunfailures runs it the same way, its
+# reports held back) and failure text: private modules, but pytest has
+# imported them already, so they cost the plugin nothing.
+from _pytest._code.code import ExceptionRepr
+from _pytest.runner import runtestprotocol
+
+from nucleus_trio.claims import ClaimsUnknown
+from nucleus_trio.kernel import get_child_subreaper, set_child_subreaper
+from nucleus_trio.proctree import (
+    command_line,
+    descendants,
+    is_zombie,
+    list_children,
+    process_argv,
+)
 from nucleus_trio.reaper import reap_pid
 
 TYPE_CHECKING = False
@@ -37,57 +71,184 @@ if TYPE_CHECKING:
 #: Grace of the fixture's own clean-up: a leak is already a failure.
 CLEANUP_GRACE = 1.0
 
+#: The first line of the failure; the leaks follow, one per line.
+HEADING = "processes outlived the test"
 
-def _describe(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        cmdline = ""
-    state = "zombie" if is_zombie(pid) else "running"
-    return f"pid {pid} ({state}) {cmdline or '?'}"
+#: How multiprocessing starts its helpers: ``python [FLAGS] -c CODE``, with
+#: CODE starting thus (the same from Python 3.8 to 3.14).
+HELPER_CODE = (
+    "from multiprocessing.resource_tracker import main",
+    "from multiprocessing.forkserver import main",
+)
 
-
-def _subreaper_state() -> int | None:
-    try:
-        return int(get_child_subreaper())
-    except OSError:
-        return None
+#: The leak lines the fixture found, waiting for the test's report.
+_LEAKS = pytest.StashKey[list[str]]()
+#: Set while this plugin runs the item's protocol (and so reports the leaks).
+_REPORTS_LEAKS = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-async def process_supervisor() -> AsyncIterator[Supervisor]:
+async def process_supervisor(request: pytest.FixtureRequest) -> AsyncIterator[Supervisor]:
     """A supervisor for the test; fails the test if a process or zombie outlives it."""
     # Imported here, not with the plugin: pytest loads the plugin in every
     # test session of an environment where nucleus-trio is installed, and
     # trio and anyio cost such a session about 250 ms at start.
     from nucleus_trio.supervisor import open_supervisor
 
-    before = descendants()
-    was_subreaper = _subreaper_state()
-    if was_subreaper == 0:
-        prctl(PR_SET_CHILD_SUBREAPER, 1)
-    leaks: list[str] = []
+    spared = descendants()
+    with _subreaper():
+        try:
+            async with open_supervisor(grace=CLEANUP_GRACE, reap_orphans=True) as supervisor:
+                # The children from before the test are someone else's: the
+                # supervisor must neither reap nor end them.
+                for pid in spared.intersection(list_children()):
+                    supervisor.claim(pid)
+                try:
+                    yield supervisor
+                finally:
+                    # Also when the test failed (pytest-trio throws its
+                    # cancellation in here): the shutdown is shielded.
+                    spared |= _interpreter_helpers()
+                    leaks = await _end_leftovers(supervisor, spared)
+                    if leaks:
+                        _report(request.node, leaks)
+        finally:
+            # A child someone claims but never waited for (a Popen's) stays a
+            # zombie past the supervisor's reaping: no zombie outlives the test.
+            for pid in set(list_children()) - spared:
+                reap_pid(pid)
+
+
+async def _end_leftovers(supervisor: Supervisor, spared: set[int]) -> list[str]:
+    """End every descendant but ``spared``; return one line per process."""
+    from nucleus_trio.shutdown import shutdown_leftovers
+
+    # An orphan that has exited is the supervisor's to reap, not a leak, even
+    # if the reaper had no turn yet.
+    with contextlib.suppress(ClaimsUnknown):
+        supervisor.reap_now()
+    # The supervisor's own shutdown would end every unclaimed child: the
+    # helpers started during the test must be spared by it too.
+    for pid in spared.intersection(list_children()):
+        supervisor.claim(pid)
+    found: dict[int, tuple[str, bool]] = {}
+    for pid in sorted(descendants() - spared):
+        zombie = is_zombie(pid)
+        workload = supervisor.processes.get(pid)
+        if workload is not None and not workload.exited:
+            if zombie:
+                continue  # it has just exited: its watcher reaps it
+            command = " ".join(workload.argv)
+        else:
+            command = command_line(pid)
+        if command:  # else gone meanwhile
+            found[pid] = (command, zombie)
+
+    def live() -> set[int]:
+        return {pid for pid in descendants() - spared if not is_zombie(pid)}
+
+    # Not kill(-1) even as PID 1: the spared processes must live on.
+    report = await shutdown_leftovers(CLEANUP_GRACE, find=live, kill_everything=False)
+    killed = set(report.killed)
+    lines = []
+    for pid, (command, zombie) in found.items():
+        state = "zombie" if zombie else "ignored SIGTERM" if pid in killed else "running"
+        lines.append(f"pid {pid}: {_one_line(command)} ({state})")
+    return lines
+
+
+def _one_line(command: str) -> str:
+    """``command`` with its newlines and other control characters escaped
+    (``sh -c 'a\\nb'``): each leak keeps to one line of the failure."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode() for char in command
+    )
+
+
+def _interpreter_helpers() -> set[int]:
+    """The children of this process that are multiprocessing's resource
+    tracker or forkserver (a forkserver's workers are its children, not ours)."""
+    found = set()
+    for pid in list_children():
+        argv = process_argv(pid)
+        if "-c" in argv[:-1] and argv[argv.index("-c") + 1].startswith(HELPER_CODE):
+            found.add(pid)
+    return found
+
+
+def _report(item: pytest.Item | pytest.Collector, leaks: list[str]) -> None:
+    """Hand the leaks to the test's report, or fail the teardown with them
+    when this plugin does not run the test's protocol."""
+    if item.stash.get(_REPORTS_LEAKS, False):
+        item.stash[_LEAKS] = leaks
+    else:
+        pytest.fail(_failure_text(leaks), pytrace=False)
+
+
+def _failure_text(leaks: list[str]) -> str:
+    return "\n".join([f"{HEADING}:", *leaks])
+
+
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """This process as child subreaper for the test, unless it was one already
+    (or cannot tell): the orphans of the workloads come back to it."""
     try:
-        async with open_supervisor(grace=CLEANUP_GRACE, reap_orphans=True) as supervisor:
-            yield supervisor
-            # Still inside: name what is left before the supervisor ends it.
-            for process in supervisor.processes.values():
-                if process.status is None:
-                    leaks.append(f"workload pid {process.pid} (running) {' '.join(process.argv)}")
-            own = {p.pid for p in supervisor.processes.values()}
-            for pid in sorted(descendants() - before - own):
-                leaks.append(f"left behind: {_describe(pid)}")
-        # The supervisor ended its workloads; end the other leftovers too.
-        for pid in sorted(descendants() - before):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for pid in set(list_children()) - before:
-            reap_pid(pid)
+        was_subreaper = get_child_subreaper()
+    except OSError:
+        was_subreaper = True
+    if not was_subreaper:
+        set_child_subreaper(True)
+    try:
+        yield
     finally:
-        if was_subreaper == 0:
-            prctl(PR_SET_CHILD_SUBREAPER, 0)
+        if not was_subreaper:
+            set_child_subreaper(False)
+
+
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Run a test that uses ``process_supervisor`` with pytest's protocol, its
+    reports held back until its teardown is over, so that the leaks found
+    there fail the test itself (see the module's doc)."""
+    if "process_supervisor" not in getattr(item, "fixturenames", ()):
+        return None
+    hook = item.ihook
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    item.stash[_REPORTS_LEAKS] = True
+    item.stash[_LEAKS] = []
+    try:
+        reports = runtestprotocol(item, log=False, nextitem=nextitem)
+    finally:
+        # A re-run by another plugin's protocol reports for itself.
+        del item.stash[_REPORTS_LEAKS]
+    leaks = item.stash[_LEAKS]
     if leaks:
-        pytest.fail("processes outlived the test:\n  " + "\n  ".join(leaks), pytrace=False)
+        _add_leaks(item, reports, leaks)
+    for report in reports:
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _add_leaks(item: pytest.Item, reports: list[pytest.TestReport], leaks: list[str]) -> None:
+    """Make ``leaks`` a failure of the test's call (of its setup when that
+    failed, so the test never ran), besides the test's own failure if any."""
+    calls = [report for report in reports if report.when == "call"]
+    failed = [report for report in reports if report.failed]
+    report = calls[0] if calls else failed[0] if failed else reports[-1]
+    if report.failed:
+        if isinstance(report.longrepr, ExceptionRepr):
+            report.longrepr.addsection(HEADING, "\n".join(leaks))
+        else:
+            report.longrepr = f"{report.longrepr}\n{_failure_text(leaks)}"
+        return
+    try:
+        pytest.fail(_failure_text(leaks), pytrace=False)
+    except pytest.fail.Exception:
+        # As pytest shows a failure raised by the test (and with its message
+        # in the short summary).
+        report.longrepr = item.repr_failure(pytest.ExceptionInfo.from_current())
+    report.outcome = "failed"
+    # A test that skipped or was expected to fail left them all the same.
+    with contextlib.suppress(AttributeError):
+        del report.wasxfail
