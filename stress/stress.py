@@ -526,6 +526,7 @@ def launch(
     env: Mapping[str, str] | None = None,
     pass_fds: Sequence[int] = (),
     program: Sequence[str] | None = None,
+    init: Sequence[str] | None = None,
 ) -> Iterator[Launch]:
     """Start ``nucleus-trio INIT_ARGS -- ntw WORKLOAD_ARGS`` (as PID 1 with ``pid1``).
 
@@ -533,7 +534,9 @@ def launch(
     pipe of its own (``out=FD`` is added). ``stdout``/``stderr`` replace the
     init's (default: a pipe read by the harness, a temporary file).
     ``pass_fds`` are passed on to the init; ``program`` replaces the ntw
-    workload (it reports on stdout). Whatever happens, every process is
+    workload (it reports on stdout); ``init`` the installed command (which
+    runs its interpreter isolated, so only ``python -m nucleus_trio`` sees a
+    fault injector on PYTHONPATH). Whatever happens, every process is
     killed by PID on the way out.
     """
     binary = build_workload()
@@ -560,7 +563,7 @@ def launch(
     command = [
         *(UNSHARE if pid1 else []),
         *wrapper,
-        *init_command(),
+        *(init_command() if init is None else init),
         *init_args,
         "--",
         *([str(binary), *workload_args, *extra] if program is None else program),
@@ -1159,6 +1162,7 @@ def exercise(
     lost_ok: frozenset[int] = frozenset(),
     reap_timeout: float = 30.0,
     tracebacks_allowed: bool = False,
+    init: Sequence[str] | None = None,
 ) -> Figures:
     """The init's daily work under a fault of the caller's making: a storm of
     ``orphans``, then one signal of every kind in ``kinds`` (default: every
@@ -1167,14 +1171,15 @@ def exercise(
     Figures: orphans made, zombies left once the storm is over (after
     ``reap_timeout`` at most), kinds received and missing, the exit code, and
     the init's stderr (``stderr``) for the caller to look into. Kinds in
-    ``lost_ok`` are sent but not required (a fault may eat them).
+    ``lost_ok`` are sent but not required (a fault may eat them). ``init``:
+    as :func:`launch` takes it.
     """
     fig: Figures = {"scenario": "exercise", "mode": mode, "orphans": orphans}
     failures: list[str] = []
     go = int(signal.SIGUSR1)
     wanted = sorted(forwarded_signals() - CANCELLING) if kinds is None else list(kinds)
     args = [f"orphans={orphans}", f"go={go}", "armed=0", f"code={code}"]
-    with launch(mode, init_args, args, env=env, pass_fds=pass_fds) as run:
+    with launch(mode, init_args, args, env=env, pass_fds=pass_fds, init=init) as run:
         run.ready()
         run.send(go)
         line = run.report.expect("storm", 120 + orphans / 200)

@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,11 @@ SITECUSTOMIZE = textwrap.dedent(
 )
 
 
+#: The init for a fault injector: the installed command runs its interpreter
+#: isolated (-I), where PYTHONPATH, and so the injector, never reach it.
+INJECTABLE = [sys.executable, "-m", "nucleus_trio"]
+
+
 @pytest.fixture
 def injector(tmp_path: Path) -> Iterator[Path]:
     """A directory holding the fault injector, for the init's PYTHONPATH."""
@@ -262,7 +268,9 @@ def test_audit_sink_stall(mode: str) -> None:
 
 def test_exception_in_the_log_path(mode: str, injector: Path) -> None:
     """Rendering every stderr line raises: the lines are dropped and counted."""
-    fig = exercise(mode, ["-v", "-w"], orphans=ORPHANS, env=fault_env(injector, "log-raise"))
+    fig = exercise(
+        mode, ["-v", "-w"], orphans=ORPHANS, init=INJECTABLE, env=fault_env(injector, "log-raise")
+    )
     assert_carried_on(fig)
     assert dropped(DROPPED_LOG, fig["stderr"]) >= ORPHANS
 
@@ -271,7 +279,11 @@ def test_exception_in_the_audit_path(mode: str, injector: Path, tmp_path: Path) 
     """Rendering every audit record raises: nothing is written, all is counted."""
     audit = tmp_path / "audit.jsonl"
     fig = exercise(
-        mode, ["--audit", str(audit)], orphans=ORPHANS, env=fault_env(injector, "audit-raise")
+        mode,
+        ["--audit", str(audit)],
+        orphans=ORPHANS,
+        init=INJECTABLE,
+        env=fault_env(injector, "audit-raise"),
     )
     assert_carried_on(fig)
     assert dropped(DROPPED_AUDIT, fig["stderr"]) >= ORPHANS
@@ -284,6 +296,7 @@ def test_exception_in_the_writer(mode: str, injector: Path) -> None:
         mode,
         ["-v", "-w", "--audit", "/dev/null"],
         orphans=ORPHANS,
+        init=INJECTABLE,
         env=fault_env(injector, "write-raise"),
     )
     assert_carried_on(fig)
@@ -294,7 +307,12 @@ def test_exception_in_the_reaper(mode: str, injector: Path) -> None:
     """Three reaper passes raise early in the storm: each is reported with
     its traceback, and the passes after them reap every orphan."""
     fig = exercise(
-        mode, [], orphans=ORPHANS, env=fault_env(injector, "reaper-early"), tracebacks_allowed=True
+        mode,
+        [],
+        orphans=ORPHANS,
+        init=INJECTABLE,
+        env=fault_env(injector, "reaper-early"),
+        tracebacks_allowed=True,
     )
     assert_carried_on(fig)
     assert fig["stderr"].count("internal error (carrying on)") == 3
@@ -310,6 +328,7 @@ def test_exception_in_the_signal_dispatch(mode: str, injector: Path) -> None:
         mode,
         [],
         orphans=ORPHANS,
+        init=INJECTABLE,
         env=fault_env(injector, "dispatch-raise"),
         kinds=kinds,
         lost_ok=frozenset({signal.SIGURG}),
@@ -328,6 +347,7 @@ def test_reaper_fault_on_the_last_pass_leaves_no_zombie(mode: str, injector: Pat
         mode,
         [],
         orphans=1,
+        init=INJECTABLE,
         env=fault_env(injector, "reaper-once"),
         reap_timeout=5,
         tracebacks_allowed=True,
@@ -353,7 +373,7 @@ def test_crash_guard(mode: str, injector: Path) -> None:
     """wait_workload raises: exit 70, the traceback on stderr (every line
     prefixed), and the workload, its group and the daemons killed by PID."""
     env = fault_env(injector, "crash", NT_FAULT_DELAY="6")
-    with launch(mode, [], [], env=env, program=CRASH_WORKLOAD) as run:
+    with launch(mode, [], [], init=INJECTABLE, env=env, program=CRASH_WORKLOAD) as run:
         run.ready()
         workload = run.workload_pid
         group = _children(workload)
@@ -394,7 +414,9 @@ def test_crash_guard_covers_the_start_up(mode: str, injector: Path, fault: str) 
     """The workload runs, then the init fails before trio is up: the crash
     guard must still kill the workload and exit 70 with a prefixed traceback."""
     program = ["sh", "-c", 'echo "ready $$"; exec sleep 600']
-    with launch(mode, [], [], env=fault_env(injector, fault), program=program) as run:
+    with launch(
+        mode, [], [], init=INJECTABLE, env=fault_env(injector, fault), program=program
+    ) as run:
         run.report.expect("ready", 30)
         code = run.wait(30)
         stderr = run.stderr_text()

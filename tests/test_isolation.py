@@ -1,0 +1,102 @@
+"""The installed command's interpreter is isolated from the image's Python
+variables, and the workload still gets every one of them (README, "In a
+Dockerfile").
+
+Before the launcher ran ``python -I``, an app-local ``trio.py`` on
+PYTHONPATH made the init die after the spawn, and a PYTHONHOME of another
+Python killed it before the workload ran ("Fatal Python error", exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import pidns_available, run_init, start_init
+
+MODES = pytest.mark.parametrize("pid1", [False, True], ids=["subreaper", "pid1"])
+
+pytestmark = pytest.mark.timeout(60)
+
+#: What a Python image may set, and what each would do to an init that let it in.
+HOSTILE = {
+    "PYTHONPATH": "",  # set by the fixture: a folder shadowing trio, anyio, attrs
+    "PYTHONHOME": "/nonexistent-python-home",
+    "PYTHONSTARTUP": "",  # a file that raises
+    "PYTHONINSPECT": "1",
+    "PYTHONWARNINGS": "error",
+    "PYTHONSAFEPATH": "1",
+    "PYTHONUSERBASE": "",  # a user site shadowing trio
+    "PYTHONDEVMODE": "1",
+    "PYTHONMALLOC": "debug",
+}
+
+#: The workload prints each variable as it received it.
+SHOW = "for v in " + " ".join(HOSTILE) + '; do eval "echo $v=\\${$v-UNSET}"; done'
+
+
+@pytest.fixture
+def hostile_env(tmp_path: Path) -> dict[str, str]:
+    shadow = tmp_path / "app"
+    shadow.mkdir()
+    for module in ("trio", "anyio", "attrs", "signal_", "nucleus_trio"):
+        (shadow / f"{module}.py").write_text(f"raise SystemExit('shadow {module} imported')\n")
+    startup = tmp_path / "startup.py"
+    startup.write_text("raise SystemExit('PYTHONSTARTUP ran')\n")
+    userbase = tmp_path / "userbase"
+    site = userbase / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (site / "site-packages").mkdir(parents=True)
+    (site / "site-packages" / "trio.py").write_text("raise SystemExit('user site trio')\n")
+    env = dict(os.environ)
+    env.update(HOSTILE)
+    env["PYTHONPATH"] = str(shadow)
+    env["PYTHONSTARTUP"] = str(startup)
+    env["PYTHONUSERBASE"] = str(userbase)
+    return env
+
+
+def expected_lines(env: dict[str, str]) -> list[str]:
+    return [f"{name}={env[name]}" for name in HOSTILE]
+
+
+@MODES
+def test_the_workload_gets_the_variables_and_the_init_ignores_them(
+    pid1: bool, hostile_env: dict[str, str]
+) -> None:
+    if pid1 and not pidns_available():
+        pytest.skip("needs root and unshare for a PID namespace")
+    code, out, err = run_init(["--", "sh", "-c", SHOW + "; exit 7"], pid1=pid1, env=hostile_env)
+    assert code == 7, err
+    assert out.splitlines() == expected_lines(hostile_env)
+    assert err == ""
+
+
+@MODES
+def test_a_signal_is_forwarded_with_trio_shadowed(pid1: bool, hostile_env: dict[str, str]) -> None:
+    # The forwarding path needs trio: a shadow on PYTHONPATH would end the
+    # init after the spawn (exit 70), or kill it at start (PYTHONHOME).
+    if pid1 and not pidns_available():
+        pytest.skip("needs root and unshare for a PID namespace")
+    script = "trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.05; done"
+    with start_init(["--", "sh", "-c", script], pid1=pid1, env=hostile_env) as run:
+        assert run.readline(30) == "ready\n"
+        run.send(signal.SIGTERM)
+        out, err = run.communicate(30)
+        assert run.proc.returncode == 42, err
+    assert "got TERM" in out
+    assert "shadow" not in err and "Traceback" not in err
+
+
+def test_the_installed_launcher_starts_the_interpreter_isolated() -> None:
+    # The launcher's -I is the only difference from `python -m nucleus_trio`:
+    # the same code runs behind both.
+    launcher = Path(sys.executable).parent / "nucleus-trio"
+    if not launcher.exists():
+        pytest.skip("nucleus-trio is not installed beside this interpreter")
+    text = launcher.read_text()
+    assert text.startswith("#!/bin/sh\n")
+    assert ' -I "$self" "$@"' in text
