@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck docs unit clean bench soak
+.PHONY: demo test lint typecheck docs unit zipapp release clean bench bench-fanout soak e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ unit: $(STAMP)
 
 test: lint typecheck docs unit
 
+# make zipapp: dist/nucleus-trio.pyz, the init in one file for any Python
+# 3.11+ with nothing installed (README, "Single-file build").
+zipapp: $(STAMP)
+	$(VENV)/bin/python scripts/build_zipapp.py --output dist/nucleus-trio.pyz
+
+# make release: the wheel and the .pyz in dist/, in one command.
+release: $(STAMP)
+	$(VENV)/bin/python -m pip wheel -q --no-deps -w dist .
+	$(VENV)/bin/python scripts/build_zipapp.py --output dist/nucleus-trio.pyz
+
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .hypothesis
 
@@ -50,9 +60,27 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/bench.py $(if $(EARLY),--early $(EARLY))
+	$(VENV)/bin/python benchmarks/fanout.py $(FANOUT_ARGS)
+
+# make bench-fanout [FANOUT_ARGS="--processes N --rounds N"]: 500 short
+# processes at once through the supervisor against trio.run_process, about a
+# minute, no root needed (also the last step of make bench). Results in
+# benchmarks/results/fanout.md and fanout.json.
+bench-fanout: $(STAMP)
+	$(VENV)/bin/python benchmarks/fanout.py $(FANOUT_ARGS)
 
 # make soak [SOAK_ARGS="--orphans N --signals N --soak-seconds S"]: the stress
 # suite's long mode (an hour by default; see stress/stress.py). The summary
 # table goes to stress/results/long.md, every figure to long.json.
 soak: $(STAMP)
 	$(VENV)/bin/python stress/stress.py --mode long --json stress/results/long.json --markdown stress/results/long.md $(SOAK_ARGS)
+
+# make e2e: nucleus-trio as PID 1 of real podman containers, beside tini and
+# catatonit (needs root). Installs podman, runc, tini, catatonit and
+# debootstrap from Debian's packages where missing, builds the image once
+# (build/e2e/, see e2e/README.md) and runs e2e/ with pytest. The stop times
+# go to build/e2e/stop-times.md.
+e2e: $(STAMP)
+	bash e2e/host-setup.sh
+	PYTHON=$(VENV)/bin/python bash e2e/build-image.sh
+	$(VENV)/bin/pytest e2e -q

@@ -317,14 +317,16 @@ def start_init(
     pass_fds: Sequence[int] = (),
     prefix: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,
+    init: Sequence[str] | None = None,
 ) -> Iterator[Run]:
     """Start ``[PREFIX...] nucleus-trio ARGS`` (inside a new PID namespace with ``pid1``).
 
-    ``prefix`` runs before the init and must exec it (same PID). The init runs
-    in its own session, which is killed on the way out whatever happened, so
-    no test leaves a process behind.
+    ``prefix`` runs before the init and must exec it (same PID); ``init``
+    replaces the installed command (the single-file build, say). The init
+    runs in its own session, which is killed on the way out whatever
+    happened, so no test leaves a process behind.
     """
-    command = [*(UNSHARE if pid1 else []), *prefix, *init_command(), *args]
+    command = [*(UNSHARE if pid1 else []), *prefix, *(init or init_command()), *args]
     started = time.monotonic()
     proc = subprocess.Popen(
         command,
