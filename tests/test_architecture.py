@@ -37,6 +37,7 @@ BEFORE_TRIO = (
     "nucleus_trio.reaper",
     "nucleus_trio.status",
     "nucleus_trio.early",
+    "nucleus_trio.cgroups",
 )
 
 HEAVY = ("trio", "anyio", "attrs", "sniffio")

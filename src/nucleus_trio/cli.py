@@ -239,10 +239,23 @@ def run(
         # Pending (blocked) until the receiver is up; then forwarded as usual.
         os.kill(os.getpid(), _signal.SIGINT)
     _let_go(inherited_fds, audit_fd)
+    _warn_of_tight_memory(config)
     try:
         return _supervise(config, launched)
     except BaseException as exc:  # the crash guard, for the start-up too
         return crash_exit(exc, launched.pid)
+
+
+def _warn_of_tight_memory(config: Config) -> None:
+    """Say at once when the cgroup's memory limit leaves the init too little
+    room: an init the OOM killer ends says nothing more."""
+    if config.verbosity < levels.WARNING:
+        return
+    from nucleus_trio.cgroups import memory_limit, memory_warning
+
+    warning = memory_warning(memory_limit())
+    if warning is not None:
+        _stderr(warning)
 
 
 def _parse(args: Sequence[str]) -> Config | int:
