@@ -80,7 +80,7 @@ soak: $(STAMP)
 # debootstrap from Debian's packages where missing, builds the image once
 # (build/e2e/, see e2e/README.md) and runs e2e/ with pytest. The stop times
 # go to build/e2e/stop-times.md.
-e2e: $(STAMP)
+e2e: $(STAMP) zipapp
 	bash e2e/host-setup.sh
 	PYTHON=$(VENV)/bin/python bash e2e/build-image.sh
 	$(VENV)/bin/pytest e2e -q
