@@ -100,3 +100,32 @@ def test_the_installed_launcher_starts_the_interpreter_isolated() -> None:
     text = launcher.read_text()
     assert text.startswith("#!/bin/sh\n")
     assert ' -I "$self" "$@"' in text
+
+
+def test_a_venv_moved_elsewhere_still_runs_its_command(tmp_path: Path) -> None:
+    # A multi-stage build copies the venv to another path: the command must
+    # find the Python beside it, not the one named when it was installed.
+    import site
+    import subprocess
+    import venv
+
+    launcher = Path(sys.executable).parent / "nucleus-trio"
+    if not launcher.exists():
+        pytest.skip("nucleus-trio is not installed beside this interpreter")
+    built = tmp_path / "built"
+    venv.EnvBuilder(symlinks=True, with_pip=False).create(built)
+    packages = next(built.glob("lib/python3.*/site-packages"))
+    # This run's packages (and the editable source) stand in for an install.
+    adds = "".join(f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages())
+    (packages / "here.pth").write_text(adds)
+    (built / "bin" / "nucleus-trio").write_bytes(launcher.read_bytes())
+    (built / "bin" / "nucleus-trio").chmod(0o755)
+    moved = tmp_path / "moved"
+    built.rename(moved)
+    done = subprocess.run(
+        [str(moved / "bin" / "nucleus-trio"), "--", "sh", "-c", "exit 4"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 4, done.stderr
+    assert done.stderr == b""
