@@ -27,8 +27,8 @@ runs.write_text(str(n))
 if n <= 2:
     print(f"run {n}: crashing", flush=True)
     sys.exit(3)
-print(f"run {n}: serving", flush=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print(f"run {n}: serving", flush=True)
 while True:
     signal.pause()
 """

@@ -91,6 +91,17 @@ class Loop:
         self.wait_writable: Callable[[int], Awaitable[None]] = (
             lib.lowlevel.wait_writable if trio_loop else lib.wait_writable
         )
+        #: ``run_sync_in_thread(fn)``: ``fn()`` in a worker thread of trio's
+        #: or anyio's pool (40 at a time), not abandoned when cancelled.
+        self.run_sync_in_thread: Callable[[Callable[[], Any]], Awaitable[Any]]
+        if trio_loop:
+            import trio.to_thread
+
+            self.run_sync_in_thread = trio.to_thread.run_sync
+        else:
+            import anyio.to_thread
+
+            self.run_sync_in_thread = anyio.to_thread.run_sync
 
 
 _LOOPS: dict[bool, Loop] = {}

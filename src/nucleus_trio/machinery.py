@@ -102,6 +102,7 @@ class Machinery:
         self.reaper: Reaper | None = None
         self.stopping = False  # the block's end has begun: start nothing again
         self._task_group: Any = None
+        self._starts = _Starts(self)
 
     def emit(self, event: events.Event) -> None:
         """Record ``event``; never blocks."""
@@ -129,9 +130,9 @@ class Machinery:
         # A checkpoint, as trio's and anyio's: no start in a cancelled scope,
         # and a fan-out lets other tasks run between starts.
         await loop().checkpoint_if_cancelled()
-        child = _popen(argv, self.emit, **options)
+        child, pipes = await self._starts.popen(argv, options)
         process = Process(PidFd.open(child.pid), argv, bool(options.get("process_group", True)))
-        process._take_pipes(child)
+        process._take_pipes(pipes)
         self._register(process, child)
         await loop().checkpoint()
         return process
@@ -290,7 +291,7 @@ class Machinery:
     async def _end(self, body_error: BaseException | None) -> None:
         """The shutdown, whatever ended the block; a second KeyboardInterrupt
         during it gives way to the exception already on its way out."""
-        self.stopping = True
+        await self._starts.stop()  # sets stopping, waits for the starts in flight
         try:
             await self.shut_down()
         except BaseException as exc:
@@ -306,6 +307,54 @@ class Machinery:
             pass
         except Exception as exc:
             self.on_fault(exc)
+
+
+class _Starts:
+    """The machinery's starts, in a worker thread as ``trio.run_process``
+    does them: fork+exec holds its caller until the exec (0.2-2 ms), so a
+    fan-out of 500 starts in the loop's thread would stall the loop for all
+    of it. Until its child is registered, a live ``Popen`` claims it from the
+    orphan reaper (:mod:`nucleus_trio.claims`).
+
+    Two kinds stay in the loop's thread: the init's (its reaper takes any
+    child, and could take one started elsewhere before it is registered) and
+    those during the block's end (the shutdown must see them). :meth:`stop`
+    begins the end: it waits for the starts in flight, whose callers register
+    their children before the shutdown runs.
+    """
+
+    def __init__(self, machinery: Machinery) -> None:
+        self.machinery = machinery
+        self.in_flight = 0
+        self._idle: Any = None
+
+    async def popen(
+        self, argv: Sequence[str], options: Any
+    ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+        """:func:`_popen`; its events are emitted in the loop's thread."""
+        machinery = self.machinery
+        if machinery.owns_all or machinery.stopping:
+            return _popen(argv, machinery.emit, **options)
+        queued: list[events.Event] = []
+        self.in_flight += 1
+        try:
+            return await loop().run_sync_in_thread(  # type: ignore[no-any-return]
+                functools.partial(_popen, argv, queued.append, **options)
+            )
+        finally:
+            for event in queued:
+                machinery.emit(event)
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def stop(self) -> None:
+        """Start nothing more in a thread; wait for the starts in flight."""
+        self.machinery.stopping = True
+        with loop().CancelScope(shield=True):
+            while self.in_flight:
+                self._idle = loop().Event()
+                await self._idle.wait()
 
 
 class _ReapPolicy:
@@ -325,7 +374,7 @@ class _ReapPolicy:
         else:
             self.owners = OwnerGrace()
             self.reap_pass = functools.partial(
-                reap_unclaimed, machinery.claims, owners=self.owners
+                reap_unclaimed, machinery.claims, owners=self.owners, known=machinery.claimed
             )
 
     def on_reaped(self, status: ExitStatus) -> None:
@@ -371,7 +420,7 @@ def _popen(
     identity: Identity | None = None,
     no_new_privs: bool = False,
     **popen: Any,
-) -> subprocess.Popen[bytes]:
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     """Build the environment (``env`` added to the inherited one, or with
     ``clean_env`` to the minimal one; ``NOTIFY_SOCKET`` with ``sd_notify``,
     by default when ``env`` names it), start the child, and record it
@@ -381,16 +430,19 @@ def _popen(
     if not argv:
         raise ValueError("argv must not be empty")
     assignments = list((env or {}).items())
-    environment, warnings = workload_environment(
-        os.environ,
-        clean_env=clean_env,
-        assignments=assignments,
-        sd_notify=("NOTIFY_SOCKET" in (env or {})) if sd_notify is None else sd_notify,
-    )
+    environment: dict[str, str] | None = None  # the inherited one, unchanged
+    warnings: list[str] = []
+    if clean_env or assignments or "NOTIFY_SOCKET" in os.environ:
+        environment, warnings = workload_environment(
+            os.environ,
+            clean_env=clean_env,
+            assignments=assignments,
+            sd_notify=("NOTIFY_SOCKET" in (env or {})) if sd_notify is None else sd_notify,
+        )
     for warning in warnings:
         emit(events.notify_socket_dropped(warning))
     try:
-        child = popen_workload(
+        child, pipes = popen_workload(
             argv, env=environment, identity=identity, no_new_privs=no_new_privs, **popen
         )
     except OSError as exc:
@@ -418,7 +470,7 @@ def _popen(
     )
     if no_new_privs:
         emit(events.no_new_privs_set(child.pid))
-    return child
+    return child, pipes
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

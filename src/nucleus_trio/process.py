@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Sequence
 
@@ -59,15 +58,10 @@ class Process:
             raise StatusLostError(f"pid {self.pid} was reaped by someone else")
         return self._status
 
-    def _take_pipes(self, popen: object) -> None:
-        """Make streams of the pipes ``subprocess`` opened (its file objects
-        let go of them)."""
-        for name in ("stdin", "stdout", "stderr"):
-            handle = getattr(popen, name, None)
-            if handle is not None:
-                setattr(self, name, FdStream(os.dup(handle.fileno())))
-                handle.close()
-                setattr(popen, name, None)
+    def _take_pipes(self, fds: dict[str, int]) -> None:
+        """Make streams of our ends of the pipes (``popen_workload``'s)."""
+        for name, fd in fds.items():
+            setattr(self, name, FdStream(fd))
 
     def close_streams(self) -> None:
         """Close the streams this handle holds."""

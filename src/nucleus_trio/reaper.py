@@ -168,6 +168,7 @@ def reap_unclaimed(
     limit: int = BATCH,
     *,
     owners: OwnerGrace | None = None,
+    known: Collection[int] = (),
 ) -> tuple[list[ExitStatus], bool]:
     """Reap up to ``limit`` exited children that nobody claims (and, with
     ``owners``, that have had their owner's grace).
@@ -183,7 +184,11 @@ def reap_unclaimed(
             if owners is not None:
                 owners.forget_all_but(())
             return reaped, False
-        if info.si_pid not in claimed() and (owners is None or owners.ripe(info.si_pid)):
+        if (
+            info.si_pid not in known
+            and info.si_pid not in claimed()
+            and (owners is None or owners.ripe(info.si_pid))
+        ):
             status = reap_pid(info.si_pid)
             if status is not None:
                 reaped.append(status)
@@ -191,7 +196,13 @@ def reap_unclaimed(
         # The oldest zombie is claimed (or young), and P_ALL cannot see past
         # it: list the children first, then ask for the claims, then reap
         # the others by PID.
-        children = list_children()
+        # ``known`` (our own workloads) are claimed for sure: the full
+        # claims (every Popen, every pidfd) only for the others, if any.
+        children = [pid for pid in list_children() if pid not in known]
+        if not children:
+            if owners is not None:
+                owners.forget_all_but(())
+            return reaped, False
         claims = claimed()
         zombies = [pid for pid in children if pid not in claims]
         if owners is not None:
