@@ -58,6 +58,8 @@ main()
 PREAMBLE = """#!/bin/sh
 command -v python3 >/dev/null || {{ echo "nucleus-trio: no python3 on PATH" >&2; exit 127; }}
 case $0 in /*) self=$0 ;; *) self=$PWD/$0 ;; esac  # the init leaves its directory
+_nt_size() {{ shift 47 && export _NUCLEUS_TRIO_ENV_SIZE=$(($2 - $1)); }}  # see scripts/nucleus-trio
+{{ read -r _nt_stat </proc/$$/stat && _nt_size ${{_nt_stat##*) }}; }} 2>/dev/null
 exec python3 -I -S -c '{boot}' "$self" "$@"
 """
 

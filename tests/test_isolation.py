@@ -129,3 +129,50 @@ def test_a_venv_moved_elsewhere_still_runs_its_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 4, done.stderr
     assert done.stderr == b""
+
+
+# -- what the shell preamble changes, undone -----------------------------------
+
+
+def test_undo_the_shell_by_sizes() -> None:
+    from nucleus_trio.environment import undo_the_shell
+
+    given = {b"A": b"1", b"PWD": b"/srv"}  # what the init received
+    # The shell was given A=1 alone (4 bytes): its PWD goes.
+    assert undo_the_shell(given, 4) == (True, 0)
+    # It was given both (13 bytes): PWD was inherited, and stays.
+    assert undo_the_shell(given, 13) == (False, 0)
+    # It was given A=1 and my.var=2 (13 bytes too, but no PWD to blame): the
+    # sizes say PWD was inherited and nothing lost... unless PWD is absent.
+    assert undo_the_shell({b"A": b"1"}, 13) == (False, 9)
+    # A=1 and my.var=2, no PWD (13): the shell added PWD and dropped 9 bytes.
+    assert undo_the_shell({b"A": b"1", b"PWD": b"/x"}, 13) == (False, 9)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"PATH": "/usr/bin:/bin", "A": "1"},
+        {"PATH": "/usr/bin:/bin", "A": "1", "PWD": "/"},
+        {"PATH": "/usr/bin:/bin", "PWD": "/nonexistent-but-given"},
+    ],
+    ids=["no PWD", "PWD inherited", "PWD inherited, stale"],
+)
+def test_the_workload_gets_exactly_the_environment_given(given: dict[str, str]) -> None:
+    code, out, err = run_init(["--", "/usr/bin/env"], env=given, cwd="/")
+    assert code == 0, err
+    seen = dict(line.split("=", 1) for line in out.splitlines())
+    if given.get("PWD") == "/nonexistent-but-given":
+        # The shell replaces a PWD that is not the working directory: the
+        # sizes no longer match, and the init keeps what it was given.
+        given = {**given, "PWD": "/"}
+    assert seen == given
+
+
+def test_a_name_no_shell_can_pass_is_named_in_a_warning() -> None:
+    code, out, err = run_init(
+        ["--", "/usr/bin/env"], env={"PATH": "/usr/bin:/bin", "my.var": "1"}, cwd="/"
+    )
+    assert code == 0
+    assert "my.var" not in out
+    assert "warning: the command's /bin/sh preamble passed on 9 bytes less environment" in err

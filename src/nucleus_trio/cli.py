@@ -72,24 +72,35 @@ def version() -> str:
         return "0+unknown"
 
 
-def inherited_environment() -> dict[str, str]:
-    """The environment the init was started with.
+def inherited_environment() -> tuple[dict[str, str], int]:
+    """The environment the init was started with, and the bytes of variables
+    that the command's shell preamble could not pass on.
 
     Not ``os.environ``: Python's locale coercion (PEP 538) adds
     ``LC_CTYPE=C.UTF-8`` there when the locale is C, and the workload must
-    get what the init got. ``/proc/self/environ`` still holds the original.
+    get what the init got. ``/proc/self/environ`` still holds the original;
+    the ``PWD`` that the preamble's shell added is taken out again (see
+    :func:`~nucleus_trio.environment.undo_the_shell`).
     """
+    from nucleus_trio.environment import SHELL_ENV_SIZE, undo_the_shell
+
     try:
         with open("/proc/self/environ", "rb") as handle:
             raw = handle.read()
     except OSError:
-        return dict(os.environ)
-    environment: dict[str, str] = {}
+        return dict(os.environ), 0
+    entries: dict[bytes, bytes] = {}
     for entry in raw.split(b"\0"):
         key, eq, value = entry.partition(b"=")
         if eq and key:
-            environment[os.fsdecode(key)] = os.fsdecode(value)
-    return environment
+            entries[key] = value
+    size = entries.pop(SHELL_ENV_SIZE.encode(), b"")
+    lost = 0
+    if size.isdigit():
+        added_pwd, lost = undo_the_shell(entries, int(size))
+        if added_pwd:
+            del entries[b"PWD"]
+    return {os.fsdecode(key): os.fsdecode(value) for key, value in entries.items()}, lost
 
 
 def _occupy_closed_stdio() -> None:
@@ -290,16 +301,27 @@ def _launch(
     ``None`` in pause mode), or the exit code when it could not start."""
     if config.pause:
         return _Launched(None, None, None)
+    inherited, lost = inherited_environment()
     env, warnings = workload_environment(
-        inherited_environment(),
+        inherited,
         clean_env=config.clean_env,
         assignments=config.env,
         sd_notify=config.sd_notify,
     )
-    if warnings:
+    if warnings or lost:
         from nucleus_trio import events
 
         notes.extend(events.notify_socket_dropped(warning) for warning in warnings)
+        if lost:
+            notes.append(
+                events.log(
+                    levels.WARNING,
+                    f"the command's /bin/sh preamble passed on {lost} bytes less environment "
+                    "than it was given: variables whose names are no shell identifiers "
+                    "(my.var, my-var) never pass a shell, and a PWD that is not the working "
+                    "directory is replaced; `python3 -I -m nucleus_trio` passes everything",
+                )
+            )
     try:
         pid = fork_exec(
             config.argv,

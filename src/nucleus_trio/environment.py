@@ -112,3 +112,28 @@ def workload_environment(
     else:
         env.pop(NOTIFY_SOCKET, None)
     return env, warnings
+
+
+#: Set by the command's shell preamble: the size in bytes of the environment
+#: the shell itself was given (from its ``/proc/PID/stat``).
+SHELL_ENV_SIZE = "_NUCLEUS_TRIO_ENV_SIZE"
+
+
+def undo_the_shell(environ: Mapping[bytes, bytes], original_size: int) -> tuple[bool, int]:
+    """What the command's ``/bin/sh`` preamble changed in the environment it
+    passed on (README, "In a Dockerfile"): whether it added ``PWD`` (a POSIX
+    shell exports one, inherited or not), and how many bytes of variables it
+    dropped (names that are not shell identifiers, ``my.var``, never pass
+    through a shell). Decided from sizes alone: ``original_size`` is the
+    kernel's count for the shell's own environment, ``environ`` what the
+    init received; when the sizes explain neither case, ``PWD`` is kept.
+    """
+    total = sum(len(key) + len(value) + 2 for key, value in environ.items())
+    pwd = environ.get(b"PWD")
+    if original_size == total:
+        return False, 0
+    added = len(pwd) + 5 if pwd is not None else 0  # b"PWD=" and the NUL
+    if added and original_size == total - added:
+        return True, 0
+    # Both: not knowing whether PWD was the shell's, keep it (count it as added).
+    return False, max(0, original_size - (total - added))
