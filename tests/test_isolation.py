@@ -99,7 +99,7 @@ def test_the_installed_launcher_starts_the_interpreter_isolated() -> None:
         pytest.skip("nucleus-trio is not installed beside this interpreter")
     text = launcher.read_text()
     assert text.startswith("#!/bin/sh\n")
-    assert ' -I "$self" "$@"' in text
+    assert ' -I -S "$self" "$@"' in text
 
 
 def test_a_venv_moved_elsewhere_still_runs_its_command(tmp_path: Path) -> None:
