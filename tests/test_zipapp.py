@@ -136,3 +136,30 @@ def test_without_python3_on_path_it_says_so(pyz: Path) -> None:
     )
     assert done.returncode == 127
     assert done.stderr == b"nucleus-trio: no python3 on PATH\n"
+
+
+def test_it_knows_its_version(pyz: Path, tmp_path: Path) -> None:
+    import importlib.metadata
+
+    env = path_with(sys.executable, tmp_path)
+    done = subprocess.run([str(pyz), "--version"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    version = importlib.metadata.version("nucleus-trio")
+    assert done.stdout.decode().split() == ["nucleus-trio", version]
+
+
+def test_the_index_at_the_end_says_where_each_module_is(pyz: Path) -> None:
+    import marshal
+
+    data = pyz.read_bytes()
+    tail = data[-1024:]
+    where = dict(
+        item.split(b":", 1) for item in tail[tail.rindex(b"nucleus-trio-index ") + 19 :].split()
+    )
+    assert b"cp311" in where
+    offset, size = map(int, where[b"cp311"].split(b":"))
+    index = marshal.loads(data[offset : offset + size])
+    start, length, package = index["nucleus_trio.cli"]
+    assert not package and index["trio"][2] is True
+    code = marshal.loads(data[start + 16 : start + length])
+    assert code.co_filename.endswith("cli.py")
