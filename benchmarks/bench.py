@@ -1195,6 +1195,10 @@ def build_rows(raw: Raw, p: Params, names: Sequence[str]) -> list[Row]:
         rows.append(row)
         return row
 
+    def nucleus_only(value: float | None) -> dict[str, float | None]:
+        """A row's values with ``value`` in nucleus-trio's column alone."""
+        return {name: value if name == NUCLEUS else None for name in names}
+
     def versus_tini(row: Row, factor: float, unit: str, digits: int) -> None:
         """Target: nucleus-trio within ``factor`` times tini's value."""
         base = row.values.get(TINI)
@@ -1225,23 +1229,30 @@ def build_rows(raw: Raw, p: Params, names: Sequence[str]) -> list[Row]:
         "   bare interpreter `python3 -I -S -c pass`, exec → exit",
         "",
         "ms",
-        {name: floor if name == NUCLEUS else None for name in names},
+        nucleus_only(floor),
         chart=False,
         target="(Python's floor)",
     )
-    pyz_start = median(raw.start_ms.get(NUCLEUS_PYZ, []))
-    if pyz_start is not None:
-        row = add(
-            "start_pyz",
-            "   start latency of `dist/nucleus-trio.pyz` (the single-file build)",
-            "",
-            "ms",
-            {name: pyz_start if name == NUCLEUS else None for name in names},
-            chart=False,
-        )
+
+    def pyz_row(
+        key: str, label: str, samples: dict[str, list[float]], base: Row, factor: float
+    ) -> None:
+        """The single-file build's figure beside the installed command's row."""
+        value = median(samples.get(NUCLEUS_PYZ, []))
+        if value is None:
+            return
+        row = add(key, label, "", "ms", nucleus_only(value), chart=False)
         if floor is not None:
-            row.target = start.target
-            row.met = pyz_start <= 1.5 * floor
+            row.target = base.target
+            row.met = value <= factor * floor
+
+    pyz_row(
+        "start_pyz",
+        "   start latency of `dist/nucleus-trio.pyz` (the single-file build)",
+        raw.start_ms,
+        start,
+        1.5,
+    )
     true = add("true", "2. wall time of `INIT -- true`", "INIT -- true", "ms", med_of(raw.true_ms))
     if floor is not None:
         # A workload that ends before trio is up costs the init its start-up
@@ -1249,19 +1260,7 @@ def build_rows(raw: Raw, p: Params, names: Sequence[str]) -> list[Row]:
         true.target = f"≤ 2x bare interpreter = {2 * floor:.1f} ms"
         nucleus = true.values.get(NUCLEUS)
         true.met = nucleus is not None and nucleus <= 2 * floor
-    pyz_true = median(raw.true_ms.get(NUCLEUS_PYZ, []))
-    if pyz_true is not None:
-        row = add(
-            "true_pyz",
-            "   wall time of `nucleus-trio.pyz -- true`",
-            "",
-            "ms",
-            {name: pyz_true if name == NUCLEUS else None for name in names},
-            chart=False,
-        )
-        if floor is not None:
-            row.target = true.target
-            row.met = pyz_true <= 2 * floor
+    pyz_row("true_pyz", "   wall time of `nucleus-trio.pyz -- true`", raw.true_ms, true, 2)
     versus_tini(
         add(
             "signal_p50",

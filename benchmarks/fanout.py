@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
+from bench import git_revision, load_average  # the set-up's one copy (a sibling script)
 
 import nucleus_trio
 
@@ -320,33 +321,6 @@ def plain_table(summaries: Sequence[Summary]) -> str:
     )
 
 
-def loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as handle:
-            return " ".join(handle.read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def git_revision() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return f"{head}{' + uncommitted changes in src/' if dirty else ''}" if head else "?"
-
-
 def raise_fd_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -379,7 +353,7 @@ def main(argv: Sequence[str]) -> int:
     raise_fd_limit(8 * args.processes + 256)
 
     started = datetime.datetime.now(datetime.UTC)
-    load_start = loadavg()
+    load_start = load_average()
     floor = trio.run(idle_stall, args.tick, 0.5)
     # One unmeasured fan-out of each kind: imports, thread pool, page cache.
     for workload in workloads:
@@ -399,7 +373,7 @@ def main(argv: Sequence[str]) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    load_end = loadavg()
+    load_end = load_average()
     summaries = summarize(samples)
 
     machine = {

@@ -140,7 +140,6 @@ class Worker:
         self._history = RestartHistory()
         self._started_at = loop().current_time()
         self._stopped = False
-        self._delay = 0.0
         self._done = loop().Event()
         self._next_run = loop().Event()
         self._error: BaseException | None = None
@@ -205,8 +204,8 @@ class Worker:
     async def supervise(self) -> None:
         """The worker's task: wait, decide, back off, start again."""
         try:
-            while await self._run_ended():
-                await loop().sleep(self._delay)
+            while (delay := await self._run_ended()) is not None:
+                await loop().sleep(delay)
                 if self._stopped or self._machinery.stopping:
                     return
                 self.process = await self._machinery.spawn(self.argv, **self._options)
@@ -221,9 +220,9 @@ class Worker:
             self._done.set()
             self._next_run.set()
 
-    async def _run_ended(self) -> bool:
-        """Wait for the current run's end; whether to start it again (its
-        delay in ``_delay``)."""
+    async def _run_ended(self) -> float | None:
+        """Wait for the current run's end; the delay before starting it
+        again, or ``None`` for no restart."""
         # Shielded: the block's end cancels this task, but the run's status
         # belongs in ``statuses``; the shutdown ends the run (or closes its
         # pidfd), so the wait ends too.
@@ -231,7 +230,7 @@ class Worker:
             status = await self.process.wait()
         self.statuses.append(status)
         if self._stopped or self._machinery.stopping:
-            return False
+            return None
         now = loop().current_time()
         decision = decide(
             self.policy, self._history, status, started_at=self._started_at, now=now
@@ -243,11 +242,11 @@ class Worker:
                 events.restart_limit_reached(status, self.restarts, self.policy.window)
             )
         elif decision.action == "restart":
-            self._delay = decision.delay
             self._machinery.emit(
                 events.workload_restarting(status, self.restarts, decision.delay)
             )
-        return decision.action == "restart"
+            return decision.delay
+        return None
 
     def __repr__(self) -> str:
         return (
