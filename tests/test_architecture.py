@@ -99,3 +99,55 @@ def test_the_command_line_never_loads_anyio() -> None:
     assert "trio" in done.stderr  # the measurement itself works
     loaded = [line for line in done.stderr.splitlines() if "anyio" in line]
     assert loaded == []
+
+
+#: What the start-up path may load before the workload's fork, as PID 1: no
+#: ``os`` (its import, with ``_collections_abc``, costs 1.5 ms of the 6 ms
+#: that the start latency may add to the interpreter's own, README
+#: "Benchmarks"), no ``__future__``, nothing from ``collections.abc``.
+START_PATH = {
+    "errno",
+    "nucleus_trio",
+    "nucleus_trio._entry",
+    "nucleus_trio.cli",
+    "nucleus_trio.config",
+    "nucleus_trio.environment",
+    "nucleus_trio.exits",
+    "nucleus_trio.levels",
+    "nucleus_trio.signals",
+    "nucleus_trio.spawn",
+}
+
+_AT_THE_FORK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+before = set(sys.modules)
+import nucleus_trio._entry as entry
+from nucleus_trio import cli
+
+def fork_exec(*args, **kwargs):
+    print(" ".join(sorted(set(sys.modules) - before)), flush=True)
+    import posix
+    posix._exit(0)
+
+cli.fork_exec = fork_exec
+cli.run(["--", "true"], inherited_ignored=entry._INHERITED_IGNORED)
+"""
+
+
+@pytest.mark.pid1
+@pytest.mark.timeout(60)
+def test_the_start_up_path_loads_only_what_it_needs(tmp_path: Path) -> None:
+    from tests.support import UNSHARE
+
+    script = tmp_path / "at_the_fork.py"
+    script.write_text(_AT_THE_FORK)
+    done = subprocess.run(
+        [*UNSHARE, sys.executable, "-I", "-S", str(script), str(SRC.parent)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert set(done.stdout.split()) == START_PATH

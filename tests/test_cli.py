@@ -594,8 +594,12 @@ def test_pdeathsig_forwards_signal_when_parent_dies(mode: str, tmp_path: Path) -
             assert not marker.exists()
             run.proc.kill()
             run.proc.wait(10)
-            wait_for(marker.exists, 10, "the marker of the forwarded SIGUSR1")
-            assert marker.read_text() == "USR1\n"
+            # The shell creates the file, then writes it: wait for the line.
+            wait_for(
+                lambda: marker.exists() and marker.read_text() == "USR1\n",
+                10,
+                "the marker of the forwarded SIGUSR1",
+            )
         return
     parent_script = str(Path(__file__).parent / "workloads" / "cli_pdeathsig_parent.py")
     init_pid = workload_pid = None
@@ -614,8 +618,12 @@ def test_pdeathsig_forwards_signal_when_parent_dies(mode: str, tmp_path: Path) -
             assert not marker.exists()
             parent.kill()
             parent.wait(10)
-            wait_for(marker.exists, 10, "the marker of the forwarded SIGUSR1")
-            assert marker.read_text() == "USR1\n"
+            # The shell creates the file, then writes it: wait for the line.
+            wait_for(
+                lambda: marker.exists() and marker.read_text() == "USR1\n",
+                10,
+                "the marker of the forwarded SIGUSR1",
+            )
         finally:
             kill_pids(workload_pid, init_pid)
 

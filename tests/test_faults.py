@@ -133,6 +133,9 @@ SITECUSTOMIZE = textwrap.dedent(
             raise PermissionError(errno.EPERM, "Operation not permitted")
 
         os.pidfd_open = pidfd_open
+        import posix
+
+        posix.pidfd_open = pidfd_open
     elif fault == "trio-import":
         import nucleus_trio.cli as cli
 

@@ -52,7 +52,7 @@ _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
 
 def main() -> None:
     """Run the command line; never returns (exits with the init's code)."""
-    import os
+    import posix
     import sys
 
     from nucleus_trio.cli import run
@@ -66,4 +66,4 @@ def main() -> None:
             stream.flush()  # None when the descriptor was closed at start-up
         except (AttributeError, OSError, ValueError):
             pass
-    os._exit(code)
+    posix._exit(code)

@@ -7,14 +7,12 @@ point (:mod:`nucleus_trio._entry`) has blocked the forwarded signals before
 any of this, so none is lost in between.
 """
 
-from __future__ import annotations
-
 import _signal
-import os
+import posix
 
 from nucleus_trio import levels
 from nucleus_trio.config import PROG, USAGE, Action, Config, UsageError, help_text, parse_args
-from nucleus_trio.environment import workload_environment
+from nucleus_trio.environment import decode_environment, workload_environment
 from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_INTERNAL_ERROR, EXIT_USAGE
 from nucleus_trio.signals import TERMINAL_STOPS
 from nucleus_trio.spawn import (
@@ -28,6 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from nucleus_trio.early import TrioImport
     from nucleus_trio.events import Event
     from nucleus_trio.pidfd import PidFd
 
@@ -41,7 +40,7 @@ def _stderr(line: str) -> None:
 
 def _stdout(text: str) -> None:
     try:
-        os.write(1, text.encode())
+        posix.write(1, text.encode())
     except OSError:
         pass
 
@@ -76,7 +75,7 @@ def inherited_environment() -> tuple[dict[str, str], int]:
     """The environment the init was started with, and the bytes of variables
     that the command's shell preamble could not pass on.
 
-    Not ``os.environ``: Python's locale coercion (PEP 538) adds
+    Not ``posix.environ``: Python's locale coercion (PEP 538) adds
     ``LC_CTYPE=C.UTF-8`` there when the locale is C, and the workload must
     get what the init got. ``/proc/self/environ`` still holds the original;
     the ``PWD`` that the preamble's shell added is taken out again (see
@@ -88,7 +87,7 @@ def inherited_environment() -> tuple[dict[str, str], int]:
         with open("/proc/self/environ", "rb") as handle:
             raw = handle.read()
     except OSError:
-        return dict(os.environ), 0
+        return decode_environment(posix.environ), 0
     entries: dict[bytes, bytes] = {}
     for entry in raw.split(b"\0"):
         key, eq, value = entry.partition(b"=")
@@ -100,7 +99,7 @@ def inherited_environment() -> tuple[dict[str, str], int]:
         added_pwd, lost = undo_the_shell(entries, int(size))
         if added_pwd:
             del entries[b"PWD"]
-    return {os.fsdecode(key): os.fsdecode(value) for key, value in entries.items()}, lost
+    return decode_environment(entries), lost
 
 
 def _occupy_closed_stdio() -> None:
@@ -112,21 +111,21 @@ def _occupy_closed_stdio() -> None:
     """
     for fd in (0, 1, 2):
         try:
-            os.fstat(fd)
+            posix.fstat(fd)
         except OSError:
             try:
-                null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+                null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
             except OSError:
                 return
             if null != fd:
-                os.dup2(null, fd, inheritable=False)
-                os.close(null)
+                posix.dup2(null, fd, inheritable=False)
+                posix.close(null)
 
 
 def _inherited_fds() -> list[int]:
     """Descriptors above 2 that the init inherited (listed before it opens any)."""
     try:
-        names = os.listdir("/proc/self/fd")
+        names = posix.listdir("/proc/self/fd")
     except OSError:
         return []
     fds = []
@@ -135,21 +134,21 @@ def _inherited_fds() -> list[int]:
         if fd <= 2:
             continue
         try:
-            os.fstat(fd)  # the descriptor of the listing itself is closed now
+            posix.fstat(fd)  # the descriptor of the listing itself is closed now
         except OSError:
             continue
         fds.append(fd)
     return fds
 
 
-def prepare_init(config: Config, notes: list[Event]) -> None:
+def prepare_init(config: Config, notes: "list[Event]") -> None:
     """Changes to the init itself that must precede the spawn."""
     # Events are imported only when there is one to record: as PID 1 there
     # is none before the spawn (README, "Benchmarks": start latency).
     for signo in TERMINAL_STOPS:
         # As tini: a background init never stops on terminal I/O.
         _signal.signal(signo, _signal.SIG_IGN)
-    is_pid1 = os.getpid() == 1
+    is_pid1 = posix.getpid() == 1
     if config.pdeathsig is not None or config.wants_subreaper(is_pid1):
         from nucleus_trio import events, kernel
 
@@ -185,14 +184,14 @@ def container_fields(config: Config) -> tuple[str, str]:
     (default: PROGRAM's base name, or ``pause``)."""
     container_id = config.container_id
     if container_id is None:
-        container_id = os.uname().nodename
+        container_id = posix.uname().nodename
     name = config.container_name
     if name is None:
-        name = os.path.basename(config.argv[0]) if config.argv else "pause"
+        name = config.argv[0].rsplit("/", 1)[-1] if config.argv else "pause"
     return container_id, name
 
 
-def audit_now(audit_fd: int | None, config: Config, event: Event) -> None:
+def audit_now(audit_fd: int | None, config: Config, event: "Event") -> None:
     """Write one audit record synchronously and bounded (when the init leaves
     without trio's event log); say so on stderr when it cannot."""
     if audit_fd is None:
@@ -204,14 +203,14 @@ def audit_now(audit_fd: int | None, config: Config, event: Event) -> None:
         _stderr(f"audit: the {event.event_type} event could not be written")
 
 
-def opening_events(config: Config, notes: list[Event]) -> list[Event]:
+def opening_events(config: Config, notes: "list[Event]") -> "list[Event]":
     """``init_supervisor_started`` (stamped with the first note's time), then
     the notes: the first events of every run of the init."""
     from nucleus_trio import events
 
-    is_pid1 = os.getpid() == 1
+    is_pid1 = posix.getpid() == 1
     first = events.supervisor_started(
-        os.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=config.pause
+        posix.getpid(), pid1=is_pid1, subreaper=config.wants_subreaper(is_pid1), pause=config.pause
     )
     if notes:
         first.timestamp = notes[0].timestamp
@@ -219,7 +218,7 @@ def opening_events(config: Config, notes: list[Event]) -> list[Event]:
 
 
 def run(
-    args: Sequence[str],
+    args: "Sequence[str]",
     *,
     early_sigint: bool = False,
     inherited_ignored: frozenset[int] = frozenset(),
@@ -242,19 +241,30 @@ def run(
         return EXIT_USAGE
     notes: list[Event] = []
     prepare_init(config, notes)
-    launched = _launch(config, inherited_ignored, audit_fd, notes)
-    if isinstance(launched, int):
-        return launched
-    launched.notes, launched.audit_fd = notes, audit_fd
-    if early_sigint:
-        # Pending (blocked) until the receiver is up; then forwarded as usual.
-        os.kill(os.getpid(), _signal.SIGINT)
-    _let_go(inherited_fds, audit_fd)
-    _warn_of_tight_memory(config)
+    if config.pause:
+        launched = _Launched(None, None, None)
+        launched.notes, launched.audit_fd = notes, audit_fd
+        _let_go(inherited_fds, audit_fd)
+        _warn_of_tight_memory(config)
+        try:
+            _import_trio()
+            return _run_trio(config, launched)
+        except BaseException as exc:  # the crash guard
+            return crash_exit(exc, None)
+    pid = _launch(config, inherited_ignored, audit_fd, notes)
+    if pid < 0:
+        return -pid
     try:
+        launched = _prepare(config, pid, audit_fd, notes)
+        if early_sigint:
+            # Pending (blocked) until the receiver is up; then forwarded as usual.
+            posix.kill(posix.getpid(), _signal.SIGINT)
+        _let_go(inherited_fds, audit_fd)
+        _warn_of_tight_memory(config)
+        launched.importer = _start_trio_import()
         return _supervise(config, launched)
     except BaseException as exc:  # the crash guard, for the start-up too
-        return crash_exit(exc, launched.pid)
+        return crash_exit(exc, pid)
 
 
 def _warn_of_tight_memory(config: Config) -> None:
@@ -269,10 +279,10 @@ def _warn_of_tight_memory(config: Config) -> None:
         _stderr(warning)
 
 
-def _parse(args: Sequence[str]) -> Config | int:
+def _parse(args: "Sequence[str]") -> Config | int:
     """The configuration, or the exit code of a usage error, help or version."""
     try:
-        action, config = parse_args(args, os.environ)
+        action, config = parse_args(args, decode_environment(posix.environ))
     except UsageError as exc:
         usage_error(str(exc))
         return EXIT_USAGE
@@ -295,12 +305,10 @@ def _open_audit(config: Config) -> int | None:
 
 
 def _launch(
-    config: Config, inherited_ignored: frozenset[int], audit_fd: int | None, notes: list[Event]
-) -> _Launched | int:
-    """Start the workload before trio: its PID, pidfd and start time (all
-    ``None`` in pause mode), or the exit code when it could not start."""
-    if config.pause:
-        return _Launched(None, None, None)
+    config: Config, inherited_ignored: frozenset[int], audit_fd: int | None, notes: "list[Event]"
+) -> int:
+    """Start the workload before trio: its PID, or minus the exit code when
+    it could not start."""
     inherited, lost = inherited_environment()
     env, warnings = workload_environment(
         inherited,
@@ -323,7 +331,7 @@ def _launch(
                 )
             )
     try:
-        pid = fork_exec(
+        return fork_exec(
             config.argv,
             env=env,
             ignored=workload_ignored_signals(inherited_ignored),
@@ -341,18 +349,24 @@ def _launch(
             message, code = f"cannot run {config.argv[0]!r}: {error}", EXIT_CANNOT_EXECUTE
         _stderr(message)
         audit_now(audit_fd, config, events.exec_failed(config.argv[0], error, code, message))
-        return code
+        return -code
+
+
+def _prepare(config: Config, pid: int, audit_fd: int | None, notes: "list[Event]") -> "_Launched":
+    """What supervision needs once the workload runs: the pidfd, the start
+    time, the first events, and the modules of an early end (loaded now,
+    not once the workload has ended: see early.py)."""
     import time
 
-    from nucleus_trio import events
+    from nucleus_trio import early, events  # noqa: F401
 
+    if audit_fd is not None:
+        from nucleus_trio import records  # noqa: F401
     started = time.monotonic()
     # Nobody reaps before trio runs (SIGCHLD is blocked, and not ignored),
     # so the PID is still this child's even if it has exited.
-    try:
-        pidfd = os.pidfd_open(pid)
-    except BaseException as exc:
-        return crash_exit(exc, pid)
+    launched = _Launched(pid, posix.pidfd_open(pid), started)
+    launched.notes, launched.audit_fd = notes, audit_fd
     identity = config.identity
     notes.append(
         events.container_exec(
@@ -366,25 +380,25 @@ def _launch(
     )
     if config.no_new_privs:
         notes.append(events.no_new_privs_set(pid))
-    return _Launched(pid, pidfd, started)
+    return launched
 
 
 def _let_go(inherited_fds: list[int], audit_fd: int | None) -> None:
     """Pin no mount and hold no inherited socket open (our copies only)."""
     try:
-        os.chdir("/")
+        posix.chdir("/")
     except OSError:
         pass
     for fd in inherited_fds:
         if fd == audit_fd:
             continue
         try:
-            os.close(fd)
+            posix.close(fd)
         except OSError:
             pass
 
 
-def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
+def crash_exit(exc: BaseException, workload: "PidFd | int | None") -> int:
     """The crash guard: report ``exc``, kill the workload's group and every
     descendant, reap them, and return :data:`EXIT_INTERNAL_ERROR`.
 
@@ -401,11 +415,11 @@ def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
     if isinstance(workload, int):
         # Not reaped yet (nothing reaps before trio), so its group is its own.
         try:
-            os.killpg(workload, _signal.SIGKILL)
+            posix.killpg(workload, _signal.SIGKILL)
         except OSError:
             pass
         try:
-            os.waitpid(workload, 0)
+            posix.waitpid(workload, 0)
         except OSError:
             pass
         workload = None
@@ -417,14 +431,14 @@ def crash_exit(exc: BaseException, workload: PidFd | int | None) -> int:
     try:
         for pid in leftovers():
             try:
-                os.kill(pid, _signal.SIGKILL)
+                posix.kill(pid, _signal.SIGKILL)
             except OSError:
                 pass
     except OSError:
         pass
     if workload is not None:
         try:
-            os.waitid(os.P_PIDFD, workload.fileno(), os.WEXITED)
+            posix.waitid(posix.P_PIDFD, workload.fileno(), posix.WEXITED)
         except OSError:
             pass
     more = True
@@ -441,7 +455,8 @@ def _import_trio() -> None:
     Since glibc 2.34 the pthread functions live in ``libc.so.6`` itself, so
     the answer is known without asking.
     """
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
+    known = "CS_GNU_LIBC_VERSION" in posix.confstr_names
+    libc = posix.confstr("CS_GNU_LIBC_VERSION") if known else ""
     name, _, number = (libc or "").partition(" ")
     try:
         new_glibc = name == "glibc" and tuple(map(int, number.split(".")[:2])) >= (2, 34)
@@ -467,9 +482,10 @@ def _import_trio() -> None:
 
 class _Launched:
     """What the spawn hands on to supervision: the workload's PID, pidfd and
-    start time (``None`` in pause mode), the events so far, the audit fd."""
+    start time (``None`` in pause mode), the events so far, the audit fd,
+    and trio's import under way."""
 
-    __slots__ = ("audit_fd", "notes", "pid", "pidfd", "started")
+    __slots__ = ("audit_fd", "importer", "notes", "pid", "pidfd", "started")
 
     def __init__(self, pid: int | None, pidfd: int | None, started: float | None) -> None:
         self.pid = pid
@@ -477,76 +493,35 @@ class _Launched:
         self.started = started
         self.notes: list[Event] = []
         self.audit_fd: int | None = None
+        self.importer: TrioImport | None = None
+
+
+def _start_trio_import() -> "TrioImport":
+    from nucleus_trio.early import TrioImport
+
+    return TrioImport(_import_trio)
 
 
 def _supervise(config: Config, launched: _Launched) -> int:
-    """trio's import, while the workload runs; a workload that ends first and
-    leaves nothing behind is reported at once (see :mod:`nucleus_trio.early`),
-    anything else is supervised on trio."""
-    pid, pidfd = launched.pid, launched.pidfd
-    if pid is None or pidfd is None:
-        _import_trio()
-        return _run_trio(config, launched)
-    # Loaded before the import starts: once the workload has ended, the
-    # thread that imports trio still holds the GIL half of the time.
+    """Wait for trio's import or the workload's end, whichever comes first; a
+    workload that ends first and leaves nothing behind is reported at once
+    (see :mod:`nucleus_trio.early`), anything else is supervised on trio."""
     from nucleus_trio.early import leave_early
 
-    importer = _TrioImport()
+    pid, pidfd, importer = launched.pid, launched.pidfd, launched.importer
+    assert pid is not None and pidfd is not None and importer is not None
     if importer.workload_ends_first(pidfd):
-        code = leave_early(config, pid, pidfd, launched.notes, launched.audit_fd, launched.started)
+        importer.hold()
+        try:
+            code = leave_early(
+                config, pid, pidfd, launched.notes, launched.audit_fd, launched.started
+            )
+        finally:
+            importer.release()
         if code is not None:
             return code
     importer.join()
     return _run_trio(config, launched)
-
-
-class _TrioImport:
-    """trio's import in a thread of its own, so that the main thread can wait
-    on the workload meanwhile, in the kernel (no polling). The thread has
-    every forwarded signal blocked, as the main thread: they stay pending
-    for trio's receiver."""
-
-    def __init__(self) -> None:
-        import _thread
-        import sys
-
-        self._done_read, self._done_write = os.pipe2(os.O_CLOEXEC)
-        self._failure: list[BaseException] = []
-        # The main thread must get the GIL back soon when the workload ends
-        # while the import runs Python code (5 ms by default).
-        self._interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0005)
-        # _thread, not threading: its import would cost this path 2 ms.
-        _thread.start_new_thread(self._run, ())
-
-    def _run(self) -> None:
-        try:
-            _import_trio()
-        except BaseException as exc:
-            self._failure.append(exc)
-        finally:
-            os.write(self._done_write, b".")
-
-    def workload_ends_first(self, pidfd: int) -> bool:
-        """Wait until trio is imported or the workload has exited; which first?"""
-        import select
-
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.register(self._done_read, select.POLLIN)
-        return pidfd in {fd for fd, _ in poller.poll()}
-
-    def join(self) -> None:
-        """Wait for the import; its failure is raised here (the crash guard's)."""
-        import select
-        import sys
-
-        select.select([self._done_read], [], [])  # the thread's last act
-        sys.setswitchinterval(self._interval)
-        os.close(self._done_read)
-        os.close(self._done_write)
-        if self._failure:
-            raise self._failure[0]
 
 
 def _run_trio(config: Config, launched: _Launched) -> int:

@@ -11,8 +11,6 @@ value is of a new kind) and, when it sets a new field, that field's type among
 :class:`Config`'s annotations, which is all mypy needs.
 """
 
-from __future__ import annotations
-
 from nucleus_trio.environment import EnvError, check_env_assignments, parse_env_assignment
 from nucleus_trio.signals import SignalSpecError, parse_rewrite, parse_signal
 
@@ -119,7 +117,7 @@ class Option:
         *,
         help: str,
         metavar: str = "",
-        parse: Callable[[str], object] | None = None,
+        parse: "Callable[[str], object] | None" = None,
         const: object = True,
         in_config: bool = True,
         separator: str = ",",
@@ -286,7 +284,7 @@ _SWITCHES: set[str] = set()
 _VALUED: set[str] = set()
 
 
-def _index(options: Sequence[Option]) -> None:
+def _index(options: "Sequence[Option]") -> None:
     """Fill the lookups above in one pass over the table (it runs at every
     start); rows that share a field must agree on its default."""
     for option in options:
@@ -332,7 +330,7 @@ class Config:
     container_name: str | None
     env: tuple[tuple[str, str], ...]
     grace: float
-    identity: Identity | None
+    identity: "Identity | None"
     kill_after: float | None
     no_new_privs: bool
     pause: bool
@@ -346,7 +344,7 @@ class Config:
     verbosity: int
     warn_reap: bool
 
-    def __init__(self, argv: Sequence[str] = (), **fields: Any) -> None:
+    def __init__(self, argv: "Sequence[str]" = (), **fields: "Any") -> None:
         unknown = fields.keys() - _CONFIG_DEFAULTS.keys()
         if unknown:
             raise TypeError(f"Config() got unexpected keyword arguments: {sorted(unknown)}")
@@ -467,7 +465,7 @@ PEER_VARIABLES = (
 )
 
 
-def _apply_peer_environment(values: dict[str, object], environ: Mapping[str, str]) -> None:
+def _apply_peer_environment(values: dict[str, object], environ: "Mapping[str, str]") -> None:
     """Defaults from the environment variables of tini, dumb-init and
     catatonit, applied before the flags so that a flag wins.
 
@@ -499,7 +497,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
-def _apply_own_environment(values: dict[str, object], environ: Mapping[str, str]) -> set[str]:
+def _apply_own_environment(values: dict[str, object], environ: "Mapping[str, str]") -> set[str]:
     """The environment form of every option (README, "Command line"): a
     switch's variable is on or off (``1``/``0``, ``true``/``false``, ...), a
     counter's is a count (``NUCLEUS_TRIO_VERBOSE=2`` is ``-vv``), a value's is
@@ -535,6 +533,61 @@ def _apply_own_environment(values: dict[str, object], environ: Mapping[str, str]
     return set(set_by)
 
 
+def keyword(option: Option) -> str:
+    """The keyword that stands for ``option`` in the library (``--kill-after``
+    is ``kill_after``), as in :func:`flags_for`."""
+    return option.long[2:].replace("-", "_")
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise UsageError(f"a count must be a number from 0 up, got {value!r}")
+    return value
+
+
+def _items(value: object) -> list[str]:
+    """The values of a repeatable option: one text, an iterable of them, or
+    a mapping (``env={"KEY": "VALUE"}``)."""
+    if isinstance(value, str):
+        return [value]
+    mapping = getattr(value, "items", None)
+    if callable(mapping):
+        return [f"{key}={item}" for key, item in mapping()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [str(item) for item in value]
+    raise UsageError(f"expected a text or a list of them, got {value!r}")
+
+
+def flags_for(options: "Mapping[str, object]") -> list[str]:
+    """The command line's flags for options given as keywords (README,
+    "Sandboxes"): a switch is ``True`` or ``False``, ``verbose`` a count, a
+    repeatable option any iterable (``env`` also a mapping), any other value
+    its text. The result is checked as the command line would check it;
+    raises :class:`UsageError` for an unknown keyword or a bad value.
+    """
+    by_keyword = {
+        keyword(option): option
+        for option in OPTIONS
+        if option.kind != ACTION and option.long != "--audit"
+    }
+    flags: list[str] = []
+    for name, value in options.items():
+        option = by_keyword.get(name)
+        if option is None:
+            raise UsageError(f"no option {name!r} (the keywords are: {', '.join(by_keyword)})")
+        if option.kind == SWITCH:
+            flags += [option.long] if value else []
+        elif option.kind == COUNT:
+            flags += [option.long] * _count(value)
+        elif option.kind == REPEAT:
+            flags += [word for item in _items(value) for word in (option.long, item)]
+        elif value is not None:
+            joined = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else None
+            flags += [option.long, str(value) if joined is None else joined]
+    parse_args([*flags, "--", "true"])
+    return flags
+
+
 def _apply_value(option: Option, name: str, text: str, values: dict[str, object]) -> None:
     """A value's variable (its errors name ``name``)."""
     assert option.parse is not None
@@ -551,7 +604,9 @@ def _apply_value(option: Option, name: str, text: str, values: dict[str, object]
 # ------------------------------------------------------------------ the parser
 
 
-def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[str, Config]:
+def parse_args(
+    args: "Sequence[str]", environ: "Mapping[str, str] | None" = None
+) -> tuple[str, Config]:
     """Parse the init's arguments (without ``argv[0]``).
 
     ``environ`` supplies the options' own variables (``NUCLEUS_TRIO_GRACE``
@@ -584,7 +639,7 @@ def parse_args(args: Sequence[str], environ: Mapping[str, str] | None = None) ->
 
 
 def _scan(
-    words: Sequence[str], values: dict[str, object], from_environment: set[str]
+    words: "Sequence[str]", values: dict[str, object], from_environment: set[str]
 ) -> tuple[str, int]:
     """Apply the options at the front of ``words`` to ``values``; a field in
     ``from_environment`` starts afresh at its first flag (the flag wins).
@@ -639,7 +694,7 @@ def _forget_environment(word: str, values: dict[str, object], fields: set[str]) 
 
 
 def _long_option(
-    word: str, words: Sequence[str], index: int, values: dict[str, object]
+    word: str, words: "Sequence[str]", index: int, values: dict[str, object]
 ) -> tuple[str, int]:
     """Apply ``--name``, ``--name=value`` or ``--name value``, where an
     unambiguous prefix of the name will do; ``index`` is the next word's."""
@@ -657,7 +712,7 @@ def _long_option(
 
 
 def _short_cluster(
-    word: str, words: Sequence[str], index: int, values: dict[str, object]
+    word: str, words: "Sequence[str]", index: int, values: dict[str, object]
 ) -> tuple[str, int]:
     """Apply a cluster of short options: ``-vvw``, ``-gr TERM:INT``, ``-grTERM:INT``."""
     for position in range(1, len(word)):
@@ -689,7 +744,7 @@ def _expand_long(word: str) -> str:
     raise UsageError(f"unknown option {word!r}")
 
 
-def _next_word(flag: str, words: Sequence[str], index: int) -> tuple[str, int]:
+def _next_word(flag: str, words: "Sequence[str]", index: int) -> tuple[str, int]:
     """The word at ``index`` as ``flag``'s value, whatever it looks like."""
     if index >= len(words):
         raise UsageError(f"option {flag} needs a value")
@@ -759,7 +814,7 @@ def _finish(
     return Config(program, **values)
 
 
-def _resolve_identity(user: object, groups: object) -> Identity | None:
+def _resolve_identity(user: object, groups: object) -> "Identity | None":
     """The workload's identity from ``--user`` and ``--groups``."""
     from nucleus_trio.identity import IdentityError, resolve_identity
 

@@ -9,14 +9,14 @@ do: the init writes the events it would have written and exits with the
 workload's status, without waiting for trio. Otherwise it returns ``None``
 and the machinery runs as ever.
 
-Standard library only: this runs while another thread may still be
+Standard library only, and ``posix`` rather than ``os``: this is loaded
+while the workload execs, and runs while another thread may still be
 importing trio, attrs and the rest.
 """
 
-from __future__ import annotations
-
 import _signal
-import os
+import _thread
+import posix
 import time
 
 from nucleus_trio import events
@@ -26,6 +26,12 @@ from nucleus_trio.proctree import leftovers, list_children
 from nucleus_trio.signals import FORWARDED
 from nucleus_trio.status import ExitStatus, init_exit_code
 from nucleus_trio.stderr import write_stderr
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 
 def nothing_left(workload: int) -> bool:
@@ -43,7 +49,7 @@ def leave_early(
     config: Config,
     pid: int,
     pidfd: int,
-    notes: list[events.Event],
+    notes: "list[events.Event]",
     audit_fd: int | None,
     started: float | None,
 ) -> int | None:
@@ -51,10 +57,10 @@ def leave_early(
     return the init's exit code, or ``None`` for the machinery's way."""
     if not nothing_left(pid):
         return None
-    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    info = posix.waitid(posix.P_PIDFD, pidfd, posix.WEXITED | posix.WNOHANG)
     if info is None:  # pragma: no cover - the pidfd said it had exited
         return None
-    os.close(pidfd)
+    posix.close(pidfd)
     status = ExitStatus.from_siginfo(info)
     code = init_exit_code(status, config.remap_exit)
     from nucleus_trio.cli import audit_now, opening_events
@@ -71,3 +77,97 @@ def leave_early(
         if event.event_type != events.LOG:
             audit_now(audit_fd, config, event)
     return code
+
+
+class _Gate:
+    """A meta path finder that finds nothing: it holds any thread but the
+    main one at its next import while the gate is shut.
+
+    A thread that imports runs Python code between its system calls, and at
+    each system call of the main thread takes the GIL for up to a switch
+    interval: held at the gate, it leaves the main thread's way out
+    uncontested. The wait is bounded, in case the main thread should need a
+    module that the held thread has half imported.
+    """
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._main = _thread.get_ident()
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: "Sequence[str] | None",
+        target: "ModuleType | None" = None,
+        /,
+    ) -> "ModuleSpec | None":
+        held = self._lock.locked() and _thread.get_ident() != self._main
+        if held and self._lock.acquire(timeout=0.05):
+            self._lock.release()
+        return None
+
+    def shut(self) -> None:
+        self._lock.acquire()
+
+    def open(self) -> None:
+        self._lock.release()
+
+
+class TrioImport:
+    """trio's import (``importer``) in a thread of its own, so that the main
+    thread can wait on the workload meanwhile, in the kernel (no polling).
+    The thread has every forwarded signal blocked, as the main thread: they
+    stay pending for trio's receiver."""
+
+    def __init__(self, importer: "Callable[[], None]") -> None:
+        import sys
+
+        self._importer = importer
+        self._done_read, self._done_write = posix.pipe2(posix.O_CLOEXEC)
+        self._failure: list[BaseException] = []
+        self._gate = _Gate()
+        sys.meta_path.insert(0, self._gate)
+        # The main thread must get the GIL back soon when the workload ends
+        # while the import runs Python code (5 ms by default).
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        # _thread, not threading: its import would cost this path 2 ms.
+        _thread.start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        try:
+            self._importer()
+        except BaseException as exc:
+            self._failure.append(exc)
+        finally:
+            posix.write(self._done_write, b".")
+
+    def workload_ends_first(self, pidfd: int) -> bool:
+        """Wait until trio is imported or the workload has exited; which first?"""
+        import select
+
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self._done_read, select.POLLIN)
+        return pidfd in {fd for fd, _ in poller.poll()}
+
+    def hold(self) -> None:
+        """Hold the import at its next module until :meth:`release`."""
+        self._gate.shut()
+
+    def release(self) -> None:
+        """Let the import go on."""
+        self._gate.open()
+
+    def join(self) -> None:
+        """Wait for the import; its failure is raised here (the crash guard's)."""
+        import select
+        import sys
+
+        select.select([self._done_read], [], [])  # the thread's last act
+        sys.setswitchinterval(self._interval)
+        sys.meta_path.remove(self._gate)
+        posix.close(self._done_read)
+        posix.close(self._done_write)
+        if self._failure:
+            raise self._failure[0]

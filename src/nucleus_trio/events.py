@@ -11,8 +11,6 @@ Standard library only, and cheap to import: the command line builds its
 first events before trio is imported, while the workload starts.
 """
 
-from __future__ import annotations
-
 import time
 
 from nucleus_trio.levels import DEBUG, ERROR, INFO, WARNING
@@ -90,7 +88,7 @@ class Event:
         detail: str,
         level: int = INFO,
         is_error: bool = False,
-        fields: Mapping[str, object] | None = None,
+        fields: "Mapping[str, object] | None" = None,
         timestamp: float | None = None,
     ) -> None:
         self.event_type = event_type
@@ -127,7 +125,7 @@ def log_line(event: Event) -> bytes:
     return f"nucleus-trio: {prefix}{event.detail}\n".encode(errors="replace")
 
 
-def status_fields(status: ExitStatus) -> dict[str, object]:
+def status_fields(status: "ExitStatus") -> dict[str, object]:
     """Audit fields of an exit status: ``pid`` and ``exit_code``, or ``signal``
     and ``signo``."""
     if status.signal is not None:
@@ -149,12 +147,12 @@ def supervisor_started(pid: int, *, pid1: bool, subreaper: bool, pause: bool) ->
 
 def container_exec(
     pid: int,
-    argv: Sequence[str],
+    argv: "Sequence[str]",
     *,
-    env_keys: Iterable[str] = (),
+    env_keys: "Iterable[str]" = (),
     uid: int | None = None,
     gid: int | None = None,
-    groups: Sequence[int] | None = None,
+    groups: "Sequence[int] | None" = None,
 ) -> Event:
     """A workload was started. ``env_keys`` names the variables that were set
     for it (never their values)."""
@@ -219,13 +217,13 @@ def signal_dropped(received: int) -> Event:
     return Event(SIGNAL_DROPPED, detail, DEBUG, False, fields)
 
 
-def zombie_reaped(status: ExitStatus, level: int = DEBUG) -> Event:
+def zombie_reaped(status: "ExitStatus", level: int = DEBUG) -> Event:
     """An orphan was reaped."""
     detail = f"reaped zombie process with pid={status.pid} ({status.describe()})"
     return Event(ZOMBIE_REAPED, detail, level, False, status_fields(status))
 
 
-def workload_exited(status: ExitStatus) -> Event:
+def workload_exited(status: "ExitStatus") -> Event:
     """A workload exited (and was reaped by its own waiter)."""
     detail = f"workload pid={status.pid} {status.describe()}"
     return Event(WORKLOAD_EXITED, detail, INFO, False, status_fields(status))
@@ -237,7 +235,7 @@ def status_lost(pid: int) -> Event:
     return Event(STATUS_LOST, detail, ERROR, True, {"pid": pid})
 
 
-def workload_restarting(status: ExitStatus, restarts: int, delay: float) -> Event:
+def workload_restarting(status: "ExitStatus", restarts: int, delay: float) -> Event:
     """A worker with a restart policy exited and starts again after ``delay``
     seconds (its ``restarts``-th restart)."""
     detail = (
@@ -248,7 +246,7 @@ def workload_restarting(status: ExitStatus, restarts: int, delay: float) -> Even
     return Event(WORKLOAD_RESTARTING, detail, WARNING, False, fields)
 
 
-def restart_limit_reached(status: ExitStatus, restarts: int, window: float) -> Event:
+def restart_limit_reached(status: "ExitStatus", restarts: int, window: float) -> Event:
     """A worker failed too often (its burst limit): it is not restarted again."""
     detail = (
         f"workload pid={status.pid} {status.describe()}: "
@@ -263,7 +261,7 @@ def init_error(detail: str, level: int = ERROR) -> Event:
     return Event(INIT_ERROR, detail, level, True)
 
 
-def shutdown_signalled(phase: str, signo: int, pids: Sequence[int]) -> Event:
+def shutdown_signalled(phase: str, signo: int, pids: "Sequence[int]") -> Event:
     """The shutdown sent ``signo`` to ``pids`` (``phase``: terminate or kill)."""
     shown = " ".join(str(pid) for pid in pids[:50])
     more = f" (+{len(pids) - 50} more)" if len(pids) > 50 else ""
@@ -279,7 +277,7 @@ def shutdown_signalled(phase: str, signo: int, pids: Sequence[int]) -> Event:
 
 
 def shutdown_complete(
-    seconds: float, terminated: Sequence[int], killed: Sequence[int], survivors: Sequence[int]
+    seconds: float, terminated: "Sequence[int]", killed: "Sequence[int]", survivors: "Sequence[int]"
 ) -> Event:
     """The shutdown is over."""
     on_term = len(set(terminated) - set(killed))
@@ -296,7 +294,7 @@ def shutdown_complete(
     return Event(SHUTDOWN_COMPLETE, detail, INFO, False, fields)
 
 
-def shutdown_over(report: ShutdownReport) -> list[Event]:
+def shutdown_over(report: "ShutdownReport") -> list[Event]:
     """The events that close a shutdown: ``shutdown_complete`` when it had
     anything to do, and a ``shutdown_survivor`` per process SIGKILL missed."""
     done: list[Event] = []
@@ -317,7 +315,7 @@ def shutdown_survivor(pid: int) -> Event:
 
 def container_stop(
     exit_code: int,
-    status: ExitStatus | None,
+    status: "ExitStatus | None",
     *,
     pause: bool = False,
     runtime: float | None = None,

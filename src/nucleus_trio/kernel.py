@@ -101,3 +101,49 @@ def open_signalfd(signals: Iterable[int]) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return fd
+
+
+#: ``unshare(2)`` and ``clone(2)`` flags for the namespaces of a sandbox.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+#: ``mount(2)`` flags.
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+
+def unshare(flags: int) -> None:
+    """``unshare(2)``: ``os.unshare`` on Python 3.12 and later, the C library
+    otherwise (load it with :func:`load_libc` before a fork)."""
+    native = getattr(os, "unshare", None)
+    if native is not None:
+        native(flags)
+        return
+    import ctypes
+
+    if load_libc().unshare(ctypes.c_int(flags)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int) -> None:
+    """``mount(2)`` without data (the standard library has no call for it)."""
+    import ctypes
+
+    result = load_libc().mount(
+        source.encode(),
+        target.encode(),
+        None if fstype is None else fstype.encode(),
+        ctypes.c_ulong(flags),
+        None,
+    )
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), target)

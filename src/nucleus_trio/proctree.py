@@ -5,9 +5,7 @@ shutdown, the pytest fixture and the crash guard (which must work when trio
 cannot even be imported) all ask the same questions.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections.abc costs the early exit about 3 ms to import
@@ -23,7 +21,7 @@ def list_children(pid: int | None = None) -> list[int]:
     base = "/proc/self" if pid is None else f"/proc/{pid}"
     kids: list[int] = []
     try:
-        tids = os.listdir(f"{base}/task")
+        tids = posix.listdir(f"{base}/task")
     except OSError:
         tids = []
     found_file = False
@@ -39,10 +37,10 @@ def list_children(pid: int | None = None) -> list[int]:
     return list(_children_from_stat())
 
 
-def _children_from_stat() -> Iterator[int]:
+def _children_from_stat() -> "Iterator[int]":
     """Fallback for kernels without ``children`` files: walk ``/proc/*/stat``."""
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
+    me = posix.getpid()
+    for entry in posix.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
@@ -91,22 +89,22 @@ def command_line(pid: int) -> str:
 
 def own_namespace_proc() -> bool:
     """Whether this process is PID 1 and ``/proc`` shows its own namespace."""
-    if os.getpid() != 1:
+    if posix.getpid() != 1:
         return False
     try:
-        return os.readlink("/proc/self") == "1"
+        return posix.readlink("/proc/self") == "1"
     except OSError:
         return False
 
 
 def namespace_processes() -> set[int]:
     """Every process of the PID namespace but the init (``/proc`` must be ours)."""
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()} - {os.getpid()}
+    return {int(name) for name in posix.listdir("/proc") if name.isdigit()} - {posix.getpid()}
 
 
 def descendants(root: int | None = None) -> set[int]:
     """Every descendant of ``root`` (default: this process)."""
-    me = os.getpid()
+    me = posix.getpid()
     start = me if root is None else root
     found: set[int] = set()
     frontier = [start]

@@ -6,9 +6,7 @@ An audit record is one JSON object per line with the core keys
 event's own fields. The schema is ``audit.schema.json`` beside this module.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import time
 
 TYPE_CHECKING = False
@@ -30,7 +28,7 @@ def audit_record(
     event_type: str,
     detail: str,
     is_error: bool,
-    fields: Mapping[str, object],
+    fields: "Mapping[str, object]",
     *,
     timestamp: float,
     container_id: str,
@@ -51,7 +49,7 @@ def audit_record(
     return record
 
 
-def audit_line(record: Mapping[str, object]) -> bytes:
+def audit_line(record: "Mapping[str, object]") -> bytes:
     """One record as a JSON line."""
     import json
 
@@ -69,8 +67,9 @@ def open_audit_destination(dest: str) -> int:
         return 2
     if dest.startswith("fd:"):
         fd = int(dest[3:])
-        os.fstat(fd)  # it must be open
+        posix.fstat(fd)  # it must be open
         if fd >= 3:
-            os.set_inheritable(fd, False)
+            posix.set_inheritable(fd, False)
         return fd
-    return os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    flags = posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC
+    return posix.open(dest, flags, 0o600)

@@ -5,13 +5,7 @@ imports nothing but ``_signal`` (the ``signal`` module costs an ``enum`` import,
 about 5 ms, on the start-up path).
 """
 
-from __future__ import annotations
-
 import _signal
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    pass
 
 SIGRTMIN: int = _signal.SIGRTMIN
 SIGRTMAX: int = _signal.SIGRTMAX

@@ -6,21 +6,22 @@ fork+exec from Python is the one way that meets every rule of the README's "Sign
 once: ``posix_spawn`` leaves glibc's internal signals 32 and 33 ignored in the
 child and cannot change identity, and ``subprocess.Popen`` copies the caller's
 blocked mask into the child. Forking is safe here because the init has a
-single thread until trio starts. Standard library only.
+single thread until trio starts. Standard library only, and ``posix``
+rather than ``os``, whose import costs the start-up path 1.5 ms (README,
+"Benchmarks").
 """
-
-from __future__ import annotations
 
 import _signal
 import errno
-import os
+import posix
 
 from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import os
     import subprocess
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from nucleus_trio.identity import Identity
 
@@ -29,6 +30,9 @@ __all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_NOT_FOUND", "EXIT_USAGE", "SpawnError", 
 #: Python ignores these two at start-up, so the init cannot know whether it
 #: inherited them ignored: the workload gets them at their defaults.
 PYTHON_IGNORED: frozenset[int] = frozenset({_signal.SIGPIPE, _signal.SIGXFSZ})
+
+#: ``os.defpath``: the search path when the environment has no PATH.
+_DEFAULT_PATH = "/bin:/usr/bin"
 
 _SETTABLE: frozenset[int] = frozenset(_signal.valid_signals() - {_signal.SIGKILL, _signal.SIGSTOP})
 
@@ -60,11 +64,11 @@ class SpawnError(OSError):
 
     def __new__(
         cls, program: str, errno_value: int, stage: str = "exec", filename: str | None = None
-    ) -> SpawnError:
+    ) -> "SpawnError":
         if cls is SpawnError:
             cls = _BY_ERRNO.get(errno_value, SpawnError)
         # OSError reads its arguments in __new__ once a subclass has its own.
-        return super().__new__(cls, errno_value, os.strerror(errno_value), filename or program)
+        return super().__new__(cls, errno_value, posix.strerror(errno_value), filename or program)
 
     def __init__(
         self, program: str, errno_value: int, stage: str = "exec", filename: str | None = None
@@ -82,7 +86,7 @@ class SpawnError(OSError):
     @property
     def reason(self) -> str:
         """The system's text for the error."""
-        return self.strerror or os.strerror(self.errno or 0)
+        return self.strerror or posix.strerror(self.errno or 0)
 
     @property
     def message(self) -> str:
@@ -132,7 +136,7 @@ def should_take_terminal(fd: int = 0) -> bool:
     otherwise the init would steal the terminal from the real foreground job.
     """
     try:
-        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+        return posix.isatty(fd) and posix.tcgetpgrp(fd) == posix.getpgrp()
     except OSError:
         return False
 
@@ -140,13 +144,13 @@ def should_take_terminal(fd: int = 0) -> bool:
 def _reachable(path: str) -> bool:
     """Whether ``path`` exists as far as this process may look."""
     try:
-        os.stat(path)
+        posix.stat(path)
     except OSError:
         return False
     return True
 
 
-def _exec_search(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def _exec_search(argv: "Sequence[str]", env: "Mapping[str, str]") -> None:
     """``execvpe`` without its lazy imports: the child may already run as a
     user who cannot read the standard library.
 
@@ -158,38 +162,38 @@ def _exec_search(argv: Sequence[str], env: Mapping[str, str]) -> None:
     arguments = list(argv)
     environment = dict(env)
     if "/" in program:
-        os.execve(program, arguments, environment)
+        posix.execve(program, arguments, environment)
     first_error: OSError | None = None
-    for directory in environment.get("PATH", os.defpath).split(":"):
+    for directory in environment.get("PATH", _DEFAULT_PATH).split(":"):
         try:
-            os.execve(f"{directory or '.'}/{program}", arguments, environment)
+            posix.execve(f"{directory or '.'}/{program}", arguments, environment)
         except OSError as exc:
             if exc.errno == errno.EACCES and not _reachable(f"{directory or '.'}/{program}"):
                 continue  # a directory we may not search: not found here, as in bash
             if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and first_error is None:
                 first_error = exc
-    raise first_error or OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+    raise first_error or OSError(errno.ENOENT, posix.strerror(errno.ENOENT))
 
 
 def _child(
-    argv: Sequence[str],
-    env: Mapping[str, str] | None,
+    argv: "Sequence[str]",
+    env: "Mapping[str, str]",
     ignored: frozenset[int],
     take_terminal: bool,
-    identity: Identity | None,
+    identity: "Identity | None",
     no_new_privs: bool,
     report: int,
 ) -> None:
     """Runs in the forked child: set the workload's state up, then exec."""
     stage = "setpgid"
     try:
-        os.setpgid(0, 0)
+        posix.setpgid(0, 0)
         if take_terminal:
             stage = "tcsetpgrp"
             # SIGTTOU is still blocked (inherited), so a background caller is
             # let through by the kernel instead of being stopped.
             try:
-                os.tcsetpgrp(0, os.getpgrp())
+                posix.tcsetpgrp(0, posix.getpgrp())
             except OSError as exc:
                 if exc.errno not in (errno.ENOTTY, errno.ENXIO, errno.EBADF):
                     raise
@@ -197,13 +201,13 @@ def _child(
             # Groups first, then the gid, then the uid: each step needs the
             # privilege the next one drops.
             stage = "setgroups"
-            os.setgroups(list(identity.groups))
+            posix.setgroups(list(identity.groups))
             if identity.gid is not None:
                 stage = "setgid"
-                os.setresgid(identity.gid, identity.gid, identity.gid)
+                posix.setresgid(identity.gid, identity.gid, identity.gid)
             if identity.uid is not None:
                 stage = "setuid"
-                os.setresuid(identity.uid, identity.uid, identity.uid)
+                posix.setresuid(identity.uid, identity.uid, identity.uid)
         if no_new_privs:
             stage = "no_new_privs"
             from nucleus_trio.kernel import set_no_new_privs
@@ -216,23 +220,23 @@ def _child(
             _signal.signal(signo, _signal.SIG_IGN if signo in ignored else _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         stage = "exec"
-        _exec_search(argv, os.environ if env is None else env)
+        _exec_search(argv, env)
     except OSError as exc:
         code = exc.errno if exc.errno is not None else errno.EINVAL
-        os.write(report, f"{code}:{stage}".encode())
+        posix.write(report, f"{code}:{stage}".encode())
     except BaseException:
-        os.write(report, f"{errno.EINVAL}:{stage}".encode())
+        posix.write(report, f"{errno.EINVAL}:{stage}".encode())
     finally:
-        os._exit(EXIT_NOT_FOUND)
+        posix._exit(EXIT_NOT_FOUND)
 
 
 def fork_exec(
-    argv: Sequence[str],
+    argv: "Sequence[str]",
     *,
-    env: Mapping[str, str] | None = None,
+    env: "Mapping[str, str] | None" = None,
     ignored: frozenset[int] = frozenset(),
     take_terminal: bool = False,
-    identity: Identity | None = None,
+    identity: "Identity | None" = None,
     no_new_privs: bool = False,
 ) -> int:
     """Start ``argv`` in its own process group and return its PID.
@@ -248,30 +252,34 @@ def fork_exec(
     """
     if not argv:
         raise ValueError("argv must not be empty")
+    if env is None:
+        import os  # a library caller's (the command line passes its own)
+
+        env = os.environ
     if no_new_privs:
         from nucleus_trio.kernel import load_libc
 
         load_libc()  # in the parent: the child must not import anything
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    read_end, write_end = posix.pipe2(posix.O_CLOEXEC)
     try:
-        pid = os.fork()
+        pid = posix.fork()
     except BaseException:
-        os.close(read_end)
-        os.close(write_end)
+        posix.close(read_end)
+        posix.close(write_end)
         raise
     if pid == 0:  # pragma: no cover - the child execs or _exits
-        os.close(read_end)
+        posix.close(read_end)
         _child(argv, env, ignored, take_terminal, identity, no_new_privs, write_end)
-    os.close(write_end)
+    posix.close(write_end)
     try:
         chunks = []
-        while chunk := os.read(read_end, 256):
+        while chunk := posix.read(read_end, 256):
             chunks.append(chunk)
     finally:
-        os.close(read_end)
+        posix.close(read_end)
     if not chunks:
         return pid
-    os.waitpid(pid, 0)
+    posix.waitpid(pid, 0)
     code_text, _, stage = b"".join(chunks).decode(errors="replace").partition(":")
     try:
         code = int(code_text)
@@ -280,31 +288,35 @@ def fork_exec(
     raise SpawnError(argv[0], code, stage or "exec")
 
 
-def _reset_mask_and(no_new_privs: bool) -> None:
+def _reset_mask_and(no_new_privs: bool, child_setup: "Callable[[], None] | None") -> None:
     """Runs in a ``Popen`` child between fork and exec: an empty signal mask
-    (a caller that blocked signals must not pass them on blocked), and
-    ``PR_SET_NO_NEW_PRIVS`` when asked. No Python-level locks are taken."""
+    (a caller that blocked signals must not pass them on blocked),
+    ``PR_SET_NO_NEW_PRIVS`` when asked, then ``child_setup``. No
+    Python-level locks are taken."""
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
     if no_new_privs:
         from nucleus_trio.kernel import set_no_new_privs
 
         set_no_new_privs()
+    if child_setup is not None:
+        child_setup()
 
 
 def popen_workload(
-    argv: Sequence[str],
+    argv: "Sequence[str]",
     *,
-    env: Mapping[str, str] | None,
-    cwd: str | os.PathLike[str] | None = None,
-    identity: Identity | None = None,
+    env: "Mapping[str, str] | None",
+    cwd: "str | os.PathLike[str] | None" = None,
+    identity: "Identity | None" = None,
     process_group: bool = True,
     no_new_privs: bool = False,
     close_fds: bool = True,
-    pass_fds: Sequence[int] = (),
+    pass_fds: "Sequence[int]" = (),
     stdin: int | None = None,
     stdout: int | None = None,
     stderr: int | None = None,
-) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    child_setup: "Callable[[], None] | None" = None,
+) -> "tuple[subprocess.Popen[bytes], dict[str, int]]":
     """Start ``argv`` with ``subprocess`` once an event loop (and maybe its
     threads) runs: ``subprocess`` forks in C, which is safe with threads.
 
@@ -312,8 +324,10 @@ def popen_workload(
     pipes asked for with ``subprocess.PIPE``: made here, as trio makes them,
     not by ``subprocess`` (whose file objects cost twice the CPU of the rest
     of the start, and a ``dup`` to take the descriptor from). The child
-    starts with an empty signal mask. Raises ``OSError`` (the subclass
-    ``subprocess`` raises) when the program cannot be run.
+    starts with an empty signal mask. ``child_setup`` runs in the child
+    last before the exec (the sandboxes' entry into their namespaces: it
+    must import nothing). Raises ``OSError`` (the subclass ``subprocess``
+    raises) when the program cannot be run.
     """
     import subprocess
 
@@ -330,14 +344,15 @@ def popen_workload(
         kwargs["extra_groups"] = list(identity.groups)
     # Python in the child only when there is something to do there.
     blocked = bool(_signal.pthread_sigmask(_signal.SIG_BLOCK, ()))
-    preexec = (lambda: _reset_mask_and(no_new_privs)) if blocked or no_new_privs else None
+    needed = blocked or no_new_privs or child_setup is not None
+    preexec = (lambda: _reset_mask_and(no_new_privs, child_setup)) if needed else None
     streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
     ours: dict[str, int] = {}
     theirs: list[int] = []
     try:
         for name, target in streams.items():
             if target == subprocess.PIPE:
-                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                read_end, write_end = posix.pipe2(posix.O_CLOEXEC)
                 mine, child_end = read_end, write_end
                 if name == "stdin":
                     mine, child_end = write_end, read_end
@@ -357,9 +372,9 @@ def popen_workload(
         )
     except BaseException:
         for fd in ours.values():
-            os.close(fd)
+            posix.close(fd)
         raise
     finally:
         for fd in theirs:
-            os.close(fd)
+            posix.close(fd)
     return child, ours

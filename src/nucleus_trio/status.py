@@ -1,11 +1,13 @@
 """Exit statuses: what a process's end means, and which code the init exits with."""
 
-from __future__ import annotations
-
-import os
+import posix
 
 from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
 from nucleus_trio.spawn import exec_failure_code
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
 
 __all__ = [
     "EXIT_CANNOT_EXECUTE",
@@ -67,22 +69,22 @@ class ExitStatus:
         )
 
     @classmethod
-    def from_siginfo(cls, info: os.waitid_result) -> ExitStatus:
-        """Build from what ``os.waitid(..., WEXITED)`` returned."""
-        if info.si_code == os.CLD_EXITED:
+    def from_siginfo(cls, info: "os.waitid_result") -> "ExitStatus":
+        """Build from what ``posix.waitid(..., WEXITED)`` returned."""
+        if info.si_code == posix.CLD_EXITED:
             return cls(info.si_pid, code=info.si_status)
         return cls(
             info.si_pid,
             signal=info.si_status,
-            core_dumped=info.si_code == os.CLD_DUMPED,
+            core_dumped=info.si_code == posix.CLD_DUMPED,
         )
 
     @classmethod
-    def from_wait_status(cls, pid: int, status: int) -> ExitStatus:
+    def from_wait_status(cls, pid: int, status: int) -> "ExitStatus":
         """Build from a ``waitpid`` status word."""
-        if os.WIFSIGNALED(status):
-            return cls(pid, signal=os.WTERMSIG(status), core_dumped=os.WCOREDUMP(status))
-        return cls(pid, code=os.waitstatus_to_exitcode(status))
+        if posix.WIFSIGNALED(status):
+            return cls(pid, signal=posix.WTERMSIG(status), core_dumped=posix.WCOREDUMP(status))
+        return cls(pid, code=posix.waitstatus_to_exitcode(status))
 
     @property
     def shell_code(self) -> int:

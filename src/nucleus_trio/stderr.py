@@ -6,10 +6,8 @@ receiver would forward to the workload. Standard library only: it serves the
 start-up path too.
 """
 
-from __future__ import annotations
-
 import _signal
-import os
+import posix
 import select
 
 #: How long a message may wait for room in a full stderr before it is dropped.
@@ -37,7 +35,7 @@ def write_bounded(fd: int, data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bo
                 return False
             # At most PIPE_BUF bytes: a pipe that polls writable takes them
             # without blocking.
-            written = os.write(fd, view[: select.PIPE_BUF])
+            written = posix.write(fd, view[: select.PIPE_BUF])
             view = view[written:]
         return True
     except BrokenPipeError:
