@@ -35,7 +35,7 @@ autodoc_member_order = "bysource"
 # Standard-library and third-party types in signatures: without intersphinx
 # (no network) they have no target. Never add nucleus_trio names here.
 nitpick_ignore_regex = [
-    ("py:class", r"(collections\.abc|typing|os|posix|subprocess|types)\.\w+"),
+    ("py:class", r"(collections\.abc|contextlib|typing|os|posix|subprocess|types)\.\w+"),
     ("py:class", r"(trio|anyio|attrs|pytest)(\.\w+)+"),
 ]
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nucleus_trio.process import Process
     from nucleus_trio.reaper import Reaper, reap_unclaimed
     from nucleus_trio.restart import RestartPolicy, Worker
+    from nucleus_trio.sandbox import Sandbox, SandboxError, open_sandbox
     from nucleus_trio.shutdown import ShutdownReport, shutdown_leftovers
     from nucleus_trio.signals import parse_signal, signal_name
     from nucleus_trio.spawn import SpawnError, fork_exec
@@ -38,6 +39,8 @@ __all__ = [
     "Process",
     "Reaper",
     "RestartPolicy",
+    "Sandbox",
+    "SandboxError",
     "ShutdownReport",
     "SignalRoute",
     "SpawnError",
@@ -47,6 +50,7 @@ __all__ = [
     "Worker",
     "fork_exec",
     "init_exit_code",
+    "open_sandbox",
     "open_supervisor",
     "parse_args",
     "parse_signal",
@@ -82,6 +86,9 @@ _HOMES = {
     "StatusLostError": "pidfd",
     "RestartPolicy": "restart",
     "Worker": "restart",
+    "Sandbox": "sandbox",
+    "SandboxError": "sandbox",
+    "open_sandbox": "sandbox",
     "Reaper": "reaper",
     "reap_unclaimed": "reaper",
     "SignalRoute": "forwarding",

@@ -1,4 +1,5 @@
-"""pytest plugin: the ``process_supervisor`` fixture for trio and anyio tests.
+"""pytest plugin: the ``process_supervisor`` and ``sandbox`` fixtures for
+trio and anyio tests.
 
 ::
 
@@ -66,6 +67,10 @@ from nucleus_trio.reaper import reap_pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from nucleus_trio.sandbox import Sandbox
     from nucleus_trio.supervisor import Supervisor
 
 #: Grace of the fixture's own clean-up: a leak is already a failure.
@@ -117,6 +122,50 @@ async def process_supervisor(request: pytest.FixtureRequest) -> AsyncIterator[Su
             # zombie past the supervisor's reaping: no zombie outlives the test.
             for pid in set(list_children()) - spared:
                 reap_pid(pid)
+
+
+#: The init's events that mean it had to end processes the workload left.
+_KILLING_EVENTS = ("shutdown_terminate", "shutdown_kill", "shutdown_survivor")
+
+
+@pytest.fixture
+async def sandbox(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., contextlib.AbstractAsyncContextManager[Sandbox]]]:
+    """Run commands under test in sandboxes (README, "Sandboxes"):
+    ``async with sandbox(argv, **options) as box`` takes
+    :func:`~nucleus_trio.open_sandbox`'s arguments. The test fails with the
+    init's own report when a sandbox's init had to end processes that its
+    workload left behind, or when the sandbox had to be killed."""
+    from nucleus_trio.sandbox import open_sandbox
+
+    opened: list[Sandbox] = []
+
+    @contextlib.asynccontextmanager
+    async def open_one(argv: Sequence[str], **options: Any) -> AsyncIterator[Sandbox]:
+        async with open_sandbox(argv, **options) as box:
+            opened.append(box)
+            yield box
+
+    yield open_one
+    report = [line for box in opened for line in _init_report(box)]
+    if report:
+        _report(request.node, report)
+
+
+def _init_report(box: Sandbox) -> list[str]:
+    """One line per event of the init's shutdown of leftovers, and one when
+    the sandbox itself had to be killed."""
+    name = " ".join(box.records[0].get("container_name", "").split()) if box.records else ""
+    where = f"sandbox {name} (init pid {box.pid})"
+    lines = [
+        f"{where}: {record['detail']}"
+        for record in box.records
+        if record.get("event_type") in _KILLING_EVENTS
+    ]
+    if box.killed:
+        lines.append(f"{where}: still there after its grace: SIGKILL ended its namespace")
+    return lines
 
 
 async def _end_leftovers(supervisor: Supervisor, spared: set[int]) -> list[str]:
@@ -210,7 +259,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """Run a test that uses ``process_supervisor`` with pytest's protocol, its
     reports held back until its teardown is over, so that the leaks found
     there fail the test itself (see the module's doc)."""
-    if "process_supervisor" not in getattr(item, "fixturenames", ()):
+    if not {"process_supervisor", "sandbox"} & set(getattr(item, "fixturenames", ())):
         return None
     hook = item.ihook
     hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
