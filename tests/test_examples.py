@@ -57,3 +57,31 @@ def test_restarting_worker() -> None:
     assert out.count("crashing") == 2 and "run 3: serving" in out, out
     assert out.count("event workload_restarting") == 2, out
     assert "restarts: 2, last run: exited with 0" in out, out
+
+
+def test_sandbox_builds() -> None:
+    """Twenty steps in sandboxes: all built; then step 7 fails early, the
+    others are cancelled, and no process of any sandbox remains."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sandbox_builds.py")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert "built: 20, failed: 0, cancelled: 0" in out, out
+    assert out.count("container_stop") == 20, out
+    failing = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sandbox_builds.py"), "--fail", "7"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    out = failing.stdout.decode()
+    assert failing.returncode == 1, out + failing.stderr.decode()
+    assert "built: 0, failed: 1, cancelled: 19" in out, out
+    assert "failure: step-07 failed with exit code 3" in out, out
+    assert "step-07  container_stop" in out, out
+    leftovers = subprocess.run(["pgrep", "-f", "sleep 917"], capture_output=True, check=False)
+    assert leftovers.stdout == b"", leftovers.stdout

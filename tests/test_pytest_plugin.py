@@ -375,3 +375,51 @@ def test_the_plugin_is_registered_under_pytest11() -> None:
     found = [ep for ep in entry_points(group="pytest11") if ep.name == "nucleus_trio"]
     assert [ep.value for ep in found] == ["nucleus_trio.pytest_plugin"]
     assert Path(found[0].load().__file__).name == "pytest_plugin.py"
+
+
+# -- the sandbox fixture --------------------------------------------------------
+
+SANDBOXED = """
+import subprocess
+
+import pytest
+
+LEAVES = "setsid sh -c 'trap \\"\\" TERM; exec sleep 600' & echo started"
+
+
+@pytest.mark.trio
+async def test_clean_box(sandbox):
+    async with sandbox(["sh", "-c", "exit 0"]) as box:
+        assert (await box.wait()).code == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_leaky_box(sandbox, anyio_backend):
+    async with sandbox(["sh", "-c", LEAVES], grace=0.2, container_name="leaky") as box:
+        assert (await box.wait()).code == 0
+
+
+@pytest.mark.trio
+async def test_stuck_box(sandbox):
+    argv = ["sh", "-c", "trap '' TERM; echo up; exec sleep 600"]
+    async with sandbox(argv, grace=0.1, margin=0.3, stdout=subprocess.PIPE) as box:
+        assert (await box.stdout.receive_some()).startswith(b"up")
+"""
+
+
+@pytest.mark.pid1
+def test_the_sandbox_fixture_fails_a_test_with_the_inits_report(pytester: pytest.Pytester) -> None:
+    """A clean sandbox passes; one whose init had to end a leftover (a
+    daemon that ignores SIGTERM) fails with the init's lines; one that had
+    to be killed says so. Each on the test's own report, not at teardown."""
+    pytester.makepyfile(test_sandboxed=SANDBOXED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rf", timeout=TIMEOUT)
+    result.assert_outcomes(passed=1, failed=3)
+    text = result.stdout.str()
+    failures = [line for line in text.splitlines() if line.startswith("FAILED")]
+    assert len(failures) == 3, text
+    assert re.search(r"sandbox leaky \(init pid \d+\): shutdown: .*SIGTERM", text), text
+    assert re.search(r"sandbox leaky \(init pid \d+\): shutdown: .*SIGKILL", text), text
+    assert "still there after its grace: SIGKILL ended its namespace" in text, text
+    assert "ERROR" not in text, text
