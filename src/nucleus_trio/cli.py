@@ -361,6 +361,8 @@ def _prepare(config: Config, pid: int, audit_fd: int | None, notes: "list[Event]
     from nucleus_trio import early, events  # noqa: F401
 
     if audit_fd is not None:
+        import json  # noqa: F401  (the records' format)
+
         from nucleus_trio import records  # noqa: F401
     started = time.monotonic()
     # Nobody reaps before trio runs (SIGCHLD is blocked, and not ignored),

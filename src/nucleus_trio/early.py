@@ -86,13 +86,15 @@ class _Gate:
     A thread that imports runs Python code between its system calls, and at
     each system call of the main thread takes the GIL for up to a switch
     interval: held at the gate, it leaves the main thread's way out
-    uncontested. The wait is bounded, in case the main thread should need a
-    module that the held thread has half imported.
+    uncontested. Should the main thread want a module after all (which the
+    held thread may hold half imported), the gate opens; and the wait is
+    bounded whatever happens.
     """
 
     def __init__(self) -> None:
         self._lock = _thread.allocate_lock()
         self._main = _thread.get_ident()
+        self._shut = False
 
     def find_spec(
         self,
@@ -101,16 +103,24 @@ class _Gate:
         target: "ModuleType | None" = None,
         /,
     ) -> "ModuleSpec | None":
-        held = self._lock.locked() and _thread.get_ident() != self._main
-        if held and self._lock.acquire(timeout=0.05):
+        if not self._shut:
+            return None
+        if _thread.get_ident() == self._main:
+            # The main thread wants a module: the held thread may hold its
+            # lock, half imported. Let the import go on.
+            self.open()
+        elif self._lock.acquire(timeout=0.05):
             self._lock.release()
         return None
 
     def shut(self) -> None:
         self._lock.acquire()
+        self._shut = True
 
     def open(self) -> None:
-        self._lock.release()
+        if self._shut:
+            self._shut = False
+            self._lock.release()
 
 
 class TrioImport:
