@@ -69,9 +69,10 @@ class Sandbox:
     """A running sandbox: its init's host PID, its signals, its end, and the
     init's audit records. Made by :func:`open_sandbox`."""
 
-    def __init__(self, relay: Process, init: PidFd, audit: FdStream) -> None:
+    def __init__(self, relay: Process, init_pid: int, init: PidFd | None, audit: FdStream) -> None:
         self._relay = relay
-        self._init = init
+        self._init_pid = init_pid
+        self._init = init  # None: it had ended before its pidfd could be opened
         self._audit = audit
         #: Every audit record so far, in order (``{"event": ..., ...}``).
         self.records: list[dict[str, Any]] = []
@@ -84,7 +85,7 @@ class Sandbox:
     @property
     def pid(self) -> int:
         """The init's PID on the host (it is PID 1 inside)."""
-        return self._init.pid
+        return self._init_pid
 
     @property
     def stdin(self) -> FdStream | None:
@@ -109,7 +110,7 @@ class Sandbox:
     def send_signal(self, signo: int) -> None:
         """Send ``signo`` to the init, which forwards it as the command line
         does (``pgroup`` and ``rewrite`` apply); no-op once it has ended."""
-        if self._relay.exited or self._init.closed:
+        if self._relay.exited or self._init is None or self._init.closed:
             return
         try:
             self._init.send_signal(signo)
@@ -182,7 +183,8 @@ class Sandbox:
             self.kill()
             raise
         finally:
-            self._init.close()
+            if self._init is not None:
+                self._init.close()
 
 
 @asynccontextmanager
@@ -243,8 +245,8 @@ async def open_sandbox(
                 os.close(fd)
             audit_write = report_write = -1
             reading, report_read = report_read, -1  # _init_of closes it
-            init = await _init_of(relay, reading)
-            box = Sandbox(relay, init, FdStream(audit_read))
+            init_pid, init = await _init_of(relay, reading)
+            box = Sandbox(relay, init_pid, init, FdStream(audit_read))
             audit_read = -1
             # In the supervisor's task group, which ends it after the block,
             # and lets the block's own exception out as itself.
@@ -259,8 +261,8 @@ async def open_sandbox(
                 os.close(fd)
 
 
-async def _init_of(relay: Process, report_read: int) -> PidFd:
-    """The init's pidfd, from the relay's report (read to its end, which
+async def _init_of(relay: Process, report_read: int) -> tuple[int, PidFd | None]:
+    """The init's host PID and pidfd, from the relay's report (read to its end, which
     comes with the init's exec); :class:`SandboxError` if a stage failed."""
     data = b""
     stream = FdStream(report_read)
@@ -277,7 +279,10 @@ async def _init_of(relay: Process, report_read: int) -> PidFd:
                 relay.pidfd.send_signal(signal.SIGKILL)
             await relay.wait()
         raise SandboxError(stage, number)
-    return PidFd.open(pid)
+    try:
+        return pid, PidFd.open(pid)
+    except ProcessLookupError:
+        return pid, None  # over already (its relay has reaped it)
 
 
 def _shutdown_time(flags: Sequence[str]) -> float:
