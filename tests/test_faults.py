@@ -2,7 +2,7 @@
 exits with the workload's code whatever breaks beside it.
 
 Each test runs the real init (as PID 1 of a new namespace and as subreaper)
-through :func:`stress.stress.exercise`: a storm of orphans, then one signal
+through :func:`stress.soak.exercise`: a storm of orphans, then one signal
 of every forwarded kind, then the final SIGTERM. The faults:
 
 - audit sinks that fail every way (``ENOSPC``, ``EPIPE``, ``EAGAIN``, a
@@ -30,19 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stress.stress import (
-    CANCELLING,
-    Figures,
-    children_of,
-    exercise,
-    fill_pipe,
-    forwarded_signals,
-    init_command,
-    launch,
-    state_of,
-    tagged_processes,
-    wait_until,
-)
+from stress.harness import forwarded_signals, init_command, launch
+from stress.procfs import Figures, children_of, state_of, tagged_processes, wait_until
+from stress.soak import exercise
+from stress.stdio import fill_pipe
+from stress.storms import CANCELLING
 
 PREFIX = "nucleus-trio: "
 DROPPED_AUDIT = re.compile(r"nucleus-trio: (\d+) audit events were dropped")

@@ -4,8 +4,8 @@ Every run must end with the spec's exit code (the workload's when it ran,
 else 2, 126 or 127), the init's own error as one ``nucleus-trio:`` line (a
 usage error followed by the usage), never a traceback and never a hang.
 The command lines and environments come from the pools in
-:mod:`stress.stress`, which its ``--bad-inputs-table`` mode also runs to
-write the README's table (``stress/bad_inputs.md``). The parser alone is
+:mod:`stress.fuzz`, which ``python -m stress --bad-inputs-table`` also runs
+to write the README's table (``stress/bad_inputs.md``). The parser alone is
 fuzzed in tests/test_config.py; here the whole program is, with its
 environment: PATH, locales, PYTHON* variables, NOTIFY_SOCKET, huge values.
 """
@@ -21,28 +21,24 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from stress.stress import (
+from stress.fuzz import (
     BAD_INPUTS,
-    CLI_BASE_ENV,
     ENV_CHOICES,
     ODD_FLAGS,
     ODD_VALUES,
     PROGRAM_TAILS,
     SWITCH_WORDS,
     VALUED_WORDS,
-    Arg,
     BadInput,
     bad_inputs,
-    bad_inputs_markdown,
-    check_cli,
-    expect_cli,
     fuzz_one,
-    init_command,
     make_fixtures,
-    run_cli,
     scratch_dir,
     strip_nul,
 )
+from stress.harness import init_command
+from stress.oracle import CLI_BASE_ENV, Arg, check_cli, expect_cli, run_cli
+from stress.report import bad_inputs_markdown
 
 from nucleus_trio.config import UsageError, parse_args
 
@@ -76,7 +72,7 @@ def test_bad_inputs_table_is_current() -> None:
     rows = bad_inputs()
     assert all(not row["problems"] for row in rows), [r for r in rows if r["problems"]]
     assert TABLE.read_text() == bad_inputs_markdown(rows), (
-        "stale table: python stress/stress.py --bad-inputs-table --markdown stress/bad_inputs.md"
+        "stale table: python -m stress --bad-inputs-table --markdown stress/bad_inputs.md"
     )
 
 

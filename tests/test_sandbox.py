@@ -273,7 +273,7 @@ async def test_leaving_the_block_ends_every_process_of_the_namespace(anyio_backe
         ) as box:
             assert box.stdout is not None
             assert (await box.stdout.receive_some()).startswith(b"ready")
-            namespace = pid_namespace(box.pid)
+            namespace = box.pid_namespace
             assert namespace is not None
             while len(members(namespace)) < 8:  # the init, the workload, 6 left behind
                 await anyio.sleep(0.02)
@@ -295,7 +295,7 @@ async def test_a_workload_that_ignores_sigterm_ends_with_the_namespace(anyio_bac
         ) as box:
             assert box.stdout is not None
             assert (await box.stdout.receive_some()).startswith(b"ready")
-            namespace = pid_namespace(box.pid)
+            namespace = box.pid_namespace
     assert box.killed and box.status is not None and box.status.signal == signal.SIGKILL
     assert namespace is not None and members(namespace) == []
 
@@ -307,7 +307,7 @@ async def test_cancellation_tears_the_sandbox_down(anyio_backend: str) -> None:
     with anyio.fail_after(T):
         with anyio.move_on_after(1.0):
             async with open_sandbox(["sh", "-c", LEAVES_BEHIND], grace=0.2) as box:
-                namespace = pid_namespace(box.pid)
+                namespace = box.pid_namespace
                 assert namespace is not None
                 namespaces.append(namespace)
                 await anyio.sleep_forever()
@@ -321,7 +321,7 @@ async def test_keyboard_interrupt_tears_the_sandbox_down(anyio_backend: str) -> 
     namespaces: list[str] = []
     with pytest.raises(KeyboardInterrupt), anyio.fail_after(T):
         async with open_sandbox(["sh", "-c", LEAVES_BEHIND], grace=0.2) as box:
-            namespace = pid_namespace(box.pid)
+            namespace = box.pid_namespace
             assert namespace is not None
             namespaces.append(namespace)
             await anyio.sleep(0.3)
@@ -339,7 +339,7 @@ async def test_fifty_sandboxes_leave_nothing(anyio_backend: str) -> None:
 
     async def one(index: int) -> None:
         async with open_sandbox(["sh", "-c", script], grace=0.3, container_id=f"b{index}") as box:
-            namespace = pid_namespace(box.pid)
+            namespace = box.pid_namespace
             if namespace is not None:
                 namespaces.add(namespace)
             await box.wait()

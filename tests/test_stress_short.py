@@ -1,4 +1,4 @@
-"""The stress suite's short mode, as CI runs it (``stress/stress.py``).
+"""The stress suite's short mode, as CI runs it (the scenarios of ``stress/``).
 
 Each scenario runs the real init, as PID 1 of a fresh namespace and as a
 subreaper, at the short mode's sizes, and its invariants are asserted here:
@@ -11,16 +11,11 @@ The long mode (``make soak``) runs the same functions at 100,000 and an hour.
 from __future__ import annotations
 
 import pytest
-from stress.stress import (
-    STDIO_CASES,
-    Figures,
-    plan_for,
-    signal_storm,
-    soak,
-    stdio_faults,
-    stop_cont,
-    zombie_storm,
-)
+from stress.procfs import Figures
+from stress.soak import soak
+from stress.stdio import STDIO_CASES, stdio_faults
+from stress.storms import signal_storm, stop_cont, zombie_storm
+from stress.suite import plan_for
 
 SHORT = plan_for("short")
 RSS_MARGIN_KIB = 5 * 1024

@@ -124,8 +124,6 @@ async def process_supervisor(request: pytest.FixtureRequest) -> AsyncIterator[Su
                 reap_pid(pid)
 
 
-#: The init's events that mean it had to end processes the workload left.
-_KILLING_EVENTS = ("shutdown_terminate", "shutdown_kill", "shutdown_survivor")
 
 
 @pytest.fixture
@@ -156,12 +154,16 @@ async def sandbox(
 def _init_report(box: Sandbox) -> list[str]:
     """One line per event of the init's shutdown of leftovers, and one when
     the sandbox itself had to be killed."""
+    from nucleus_trio import events
+
+    # The init's events that mean it had to end processes the workload left.
+    killing = (events.SHUTDOWN_TERMINATE, events.SHUTDOWN_KILL, events.SHUTDOWN_SURVIVOR)
     name = " ".join(box.records[0].get("container_name", "").split()) if box.records else ""
     where = f"sandbox {name} (init pid {box.pid})"
     lines = [
         f"{where}: {record['detail']}"
         for record in box.records
-        if record.get("event_type") in _KILLING_EVENTS
+        if record.get("event_type") in killing
     ]
     if box.killed:
         lines.append(f"{where}: still there after its grace: SIGKILL ended its namespace")

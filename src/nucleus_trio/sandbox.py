@@ -81,6 +81,10 @@ class Sandbox:
         #: Whether leaving the block had to SIGKILL the init (and so the
         #: whole namespace).
         self.killed = False
+        #: The sandbox's PID namespace as ``/proc`` names it (``pid:[INODE]``,
+        #: as ``/proc/PID/ns/pid`` of each of its processes reads), or
+        #: ``None`` when the init had ended before it could be read.
+        self.pid_namespace: str | None = None
 
     @property
     def pid(self) -> int:
@@ -247,6 +251,7 @@ async def open_sandbox(
             reading, report_read = report_read, -1  # _init_of closes it
             init_pid, init = await _init_of(relay, reading)
             box = Sandbox(relay, init_pid, init, FdStream(audit_read))
+            box.pid_namespace = _namespace_of(init)
             audit_read = -1
             # In the supervisor's task group, which ends it after the block,
             # and lets the block's own exception out as itself.
@@ -283,6 +288,18 @@ async def _init_of(relay: Process, report_read: int) -> tuple[int, PidFd | None]
         return pid, PidFd.open(pid)
     except ProcessLookupError:
         return pid, None  # over already (its relay has reaped it)
+
+
+def _namespace_of(init: PidFd | None) -> str | None:
+    """The init's PID namespace as ``/proc`` names it; ``None`` once it has
+    ended. Read while its pidfd is open, so that the PID cannot be another
+    process's by then."""
+    if init is None:
+        return None
+    try:
+        return os.readlink(f"/proc/{init.pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def _shutdown_time(flags: Sequence[str]) -> float:
