@@ -7,6 +7,7 @@ available they are skipped with the reason (never in CI, which runs as root).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -361,31 +362,89 @@ _PACKAGES = (
     "attr", "attrs", "anyio", "typing_extensions",
 )  # fmt: skip
 
-_ROOTLESS = """
-import signal, subprocess, anyio
+_ROOTLESS = r"""
+# Run as nobody: every behaviour of the root tests, in rootless sandboxes,
+# on both loops; one JSON line of findings per loop.
+import json, os, signal, subprocess, sys, anyio
 from nucleus_trio.sandbox import open_sandbox
 
-SCRIPT = "id -u; trap 'exit 5' USR1; echo ready; while :; do sleep 0.05; done"
+LEAVES = (
+    'setsid sh -c "trap \'\' TERM; sleep 600" & '
+    "sh -c 'sleep 0 & exec sleep 600' & echo ready; exec sleep 600"
+)
 
-async def main():
-    async with open_sandbox(["sh", "-c", SCRIPT], stdout=subprocess.PIPE) as box:
-        out = b""
-        while b"ready" not in out:
-            out += await box.stdout.receive_some()
-        uid = out.split()[0].decode()
+def members(namespace):
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.readlink(f"/proc/{name}/ns/pid") == namespace:
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+async def ready(box):
+    out = b""
+    while b"ready" not in out:
+        out += await box.stdout.receive_some()
+    return out
+
+async def main(found):
+    for argv in (["sh", "-c", "exit 3"], ["sh", "-c", "kill -TERM $$"], ["no-such-program"]):
+        async with open_sandbox(argv) as box:
+            found["codes"].append((await box.wait()).code)
+    script = "id -u; trap 'exit 7' USR1; echo ready; while :; do sleep 0.05; done"
+    async with open_sandbox(["sh", "-c", script], stdout=subprocess.PIPE) as box:
+        found["uid"] = (await ready(box)).split()[0].decode()
         box.send_signal(signal.SIGUSR1)
-        status = await box.wait()
-    events = [record["event_type"] for record in box.records]
-    print(uid, status.code, "signal_forwarded" in events, events[-1])
+        found["signalled"] = (await box.wait()).code
+    found["records"] = box.records
+    spaces = []
+    async with open_sandbox(["sh", "-c", LEAVES], grace=0.2, stdout=subprocess.PIPE) as box:
+        await ready(box)
+        spaces.append(box.pid_namespace)
+    with anyio.move_on_after(0.5):
+        async with open_sandbox(["sh", "-c", LEAVES], grace=0.2, stdout=subprocess.PIPE) as box:
+            await ready(box)
+            spaces.append(box.pid_namespace)
+            await anyio.sleep_forever()
+    try:
+        async with open_sandbox(["sh", "-c", LEAVES], grace=0.2, stdout=subprocess.PIPE) as box:
+            await ready(box)
+            spaces.append(box.pid_namespace)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        found["interrupted"] = True
+    ends = []
+
+    async def one(index):
+        script = (
+            "sh -c 'sleep 0 & exec sleep 600' & "
+            'setsid sh -c "trap \'\' TERM; sleep 600" & exit 0'
+        )
+        async with open_sandbox(["sh", "-c", script], grace=0.3) as box:
+            spaces.append(box.pid_namespace)
+            ends.append((await box.wait()).code)
+
+    async with anyio.create_task_group() as group:
+        for index in range(50):
+            group.start_soon(one, index)
+    found["fifty"] = ends
+    found["namespaces"] = len([space for space in spaces if space])
+    found["left"] = [pid for space in spaces if space for pid in members(space)]
 
 for backend in ("trio", "asyncio"):
-    anyio.run(main, backend=backend)
+    found = {"backend": backend, "codes": []}
+    anyio.run(main, found, backend=backend)
+    print(json.dumps(found), flush=True)
 """
 
 
 @needs_sandbox
 def test_a_user_without_privilege_gets_a_rootless_sandbox() -> None:
-    """As ``nobody``: a user namespace maps it to root inside."""
+    """As ``nobody``: a user namespace maps it to root inside; the exit codes,
+    a forwarded signal, the events against the schema, the end of leftovers,
+    cancellation, KeyboardInterrupt and 50 sandboxes at once, on both loops."""
     import importlib
     import shutil
     import tempfile
@@ -408,14 +467,27 @@ def test_a_user_without_privilege_gets_a_rootless_sandbox() -> None:
         done = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
              system_python, "-E", "-s", "-B", str(where / "rootless.py")],
-            capture_output=True, text=True, timeout=90, check=False, cwd="/",
+            capture_output=True, text=True, timeout=150, check=False, cwd="/",
         )  # fmt: skip
     finally:
         shutil.rmtree(where, ignore_errors=True)
     if "are user namespaces enabled" in done.stderr:
         pytest.skip(f"unprivileged user namespaces are disabled here: {done.stderr[-200:]}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[:2] == ["0 5 True container_stop"] * 2, done.stdout
+    runs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [run["backend"] for run in runs] == ["trio", "asyncio"]
+    for run in runs:
+        assert run["codes"] == [3, 128 + signal.SIGTERM, 127], run["codes"]
+        assert run["uid"] == "0" and run["signalled"] == 7  # root inside, the signal forwarded
+        events = [record["event_type"] for record in run["records"]]
+        for record in run["records"]:
+            jsonschema.validate(record, SCHEMA)
+        assert events[0] == "init_supervisor_started" and events[-1] == "container_stop"
+        assert events.index("signal_forwarded") < events.index("workload_exited")
+        assert run["interrupted"] is True
+        assert run["fifty"] == [0] * 50
+        assert run["namespaces"] >= 3  # those that lived long enough to be read
+        assert run["left"] == [], run["left"]
 
 
 @needs_sandbox
