@@ -3,6 +3,7 @@ fixture's example tests."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,8 @@ def test_restarting_worker() -> None:
 
 def test_sandbox_builds() -> None:
     """Twenty steps in sandboxes: all built; then step 7 fails early, the
-    others are cancelled, and no process of any sandbox remains."""
+    others still running are cancelled, and no process of any sandbox
+    remains."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "sandbox_builds.py")],
         capture_output=True,
@@ -80,7 +82,11 @@ def test_sandbox_builds() -> None:
     )
     out = failing.stdout.decode()
     assert failing.returncode == 1, out + failing.stderr.decode()
-    assert "built: 0, failed: 1, cancelled: 19" in out, out
+    # The others work 3 s or more: on a loaded machine some may finish first.
+    summary = re.search(r"built: (\d+), failed: 1, cancelled: (\d+)", out)
+    assert summary is not None, out
+    built, cancelled = int(summary[1]), int(summary[2])
+    assert built + cancelled == 19 and cancelled > 0, out
     assert "failure: step-07 failed with exit code 3" in out, out
     assert "step-07  container_stop" in out, out
     leftovers = subprocess.run(["pgrep", "-f", "sleep 917"], capture_output=True, check=False)
