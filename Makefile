@@ -72,23 +72,23 @@ $(BENCH_STAMP): pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(VENV)/bin/python benchmarks/bench.py $(if $(EARLY),--early $(EARLY))
-	$(VENV)/bin/python benchmarks/fanout.py $(FANOUT_ARGS)
-	$(VENV)/bin/python benchmarks/sandbox.py $(SANDBOX_ARGS)
+	$(VENV)/bin/python -m benchmarks $(if $(EARLY),--early $(EARLY))
+	$(VENV)/bin/python -m benchmarks.fanout $(FANOUT_ARGS)
+	$(VENV)/bin/python -m benchmarks.sandbox $(SANDBOX_ARGS)
 
 # make bench-fanout [FANOUT_ARGS="--processes N --rounds N"]: 500 short
 # processes at once through the supervisor against trio.run_process, about a
 # minute, no root needed (also the last step of make bench). Results in
 # benchmarks/results/fanout.md and fanout.json.
 bench-fanout: $(STAMP)
-	$(VENV)/bin/python benchmarks/fanout.py $(FANOUT_ARGS)
+	$(VENV)/bin/python -m benchmarks.fanout $(FANOUT_ARGS)
 
 # make bench-sandbox [SANDBOX_ARGS="--rounds N"]: the time to start a sandbox
 # and run true in it, against unshare --pid --fork --mount-proc and podman run
 # --rm (when make e2e's image exists), as root; also the last step of make
 # bench. Results in benchmarks/results/sandbox.md and sandbox.json.
 bench-sandbox: $(STAMP)
-	$(VENV)/bin/python benchmarks/sandbox.py $(SANDBOX_ARGS)
+	$(VENV)/bin/python -m benchmarks.sandbox $(SANDBOX_ARGS)
 
 # make soak [SOAK_ARGS="--orphans N --signals N --soak-seconds S"]: the stress
 # suite's long mode (an hour by default; see stress/README.md). The summary

@@ -1,7 +1,7 @@
 """A fan-out of short processes: the supervisor against ``trio.run_process``.
 
 Run it with ``make bench-fanout`` (also part of ``make bench``), or as
-``python benchmarks/fanout.py [--processes N] [--rounds N]``. No root needed.
+``python -m benchmarks.fanout [--processes N] [--rounds N]``. No root needed.
 
 Each sample starts ``--processes`` short processes at once, one trio task
 each, in a nursery, and waits for all of them, in one of these ways:
@@ -52,9 +52,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
-from bench import git_revision, load_average  # the set-up's one copy (a sibling script)
 
 import nucleus_trio
+from benchmarks.machine import git_revision, load_average
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -2,7 +2,7 @@
 do the same from a shell.
 
 Run it with ``make bench-sandbox`` (also part of ``make bench``), or as
-``python benchmarks/sandbox.py [--rounds N]``. Needs root (or unprivileged
+``python -m benchmarks.sandbox [--rounds N]``. Needs root (or unprivileged
 user namespaces) for the sandbox and ``unshare``; podman where it runs.
 
 One sample of each, per round, in an order rotated per round:
@@ -38,9 +38,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
-from bench import git_revision, load_average  # the set-up's one copy (a sibling script)
 
 import nucleus_trio
+from benchmarks.machine import git_revision, load_average
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

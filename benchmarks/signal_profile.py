@@ -172,8 +172,10 @@ def stages(
 
 
 SITECUSTOMIZE = """\
-# Written by benchmarks/bench.py: profile the signal path of this process.
-import signal_profile
+# Written by benchmarks/phases.py: profile the signal path of this process.
+# The process has benchmarks/ on its PYTHONPATH; mypy, which checks this file
+# as part of the benchmarks package, does not, hence the ignore.
+import signal_profile  # type: ignore[import-not-found]
 
 signal_profile.install()
 """
