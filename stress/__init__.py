@@ -41,7 +41,9 @@ Modules, each importing only those above it:
 - :mod:`stress.suite`: the short and long modes' sizes, every scenario run;
 - :mod:`stress.__main__`: the command line, ``python -m stress``.
 
-Standard library and the package only. Every process started is killed by
-PID in a ``finally``; every wait is bounded. The package itself imports
+Standard library, the package, and the tests' ``/proc`` readers
+(:mod:`tests.support.procfs`, through :mod:`stress.procfs`; run from the
+repository's root, where ``tests`` is a package). Every process started is
+killed by PID in a ``finally``; every wait is bounded. The package itself imports
 nothing: the tests import the modules they need, never the command line.
 """

@@ -4,20 +4,55 @@ bounded waits (the harness polls; the init never has to).
 The bottom of the package, so the two types every other module shares are
 defined here: :data:`Figures` (the readers return some) and
 :class:`StressError` (:func:`wait_until` raises it).
+
+The readers the tests have too (children, descendants, states, status,
+signal masks, tagged leftovers, trio's receiver up) are theirs, from
+:mod:`tests.support.procfs` and :mod:`tests.support.launch` (standard library
+only): one copy of each. ``python -m stress`` runs from the repository's
+root, where ``tests`` is a package.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-#: Set in the init's environment (so in every descendant's): how leftovers are found.
-TAG_VAR = "NT_STRESS_TAG"
+from tests.support import procfs as shared
+from tests.support.launch import receiver_up
+from tests.support.procfs import (
+    TAG_VAR,
+    children_of,
+    descendants_of,
+    signal_set,
+    state_of,
+    tagged_processes,
+)
+
+# Re-exported: the rest of the package imports every reader from this module.
+__all__ = [
+    "TAG_VAR",
+    "Figures",
+    "Sampler",
+    "StressError",
+    "blocks",
+    "census",
+    "children_of",
+    "cpu_seconds",
+    "descendants_of",
+    "descriptor_targets",
+    "footprint",
+    "proc_status",
+    "receiver_up",
+    "settled_footprint",
+    "signal_set",
+    "start_time",
+    "state_of",
+    "tagged_processes",
+    "wait_until",
+]
 
 Figures = dict[str, Any]
 
@@ -26,63 +61,16 @@ class StressError(AssertionError):
     """The harness itself could not go on (a line that never came, a hang)."""
 
 
-def children_of(pid: int) -> list[int]:
-    """The direct children of ``pid`` (every thread's ``children`` list)."""
-    kids: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
-                kids += [int(word) for word in handle.read().split()]
-        except OSError:
-            pass
-    return kids
-
-
-def descendants_of(pid: int) -> list[int]:
-    """Every descendant of ``pid``, breadth first."""
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        kids = children_of(queue.pop(0))
-        found += kids
-        queue += kids
-    return found
-
-
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """Fields of ``/proc/PID/stat`` after the command name (field 3 first)."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data[data.rfind(b")") + 2 :].split()
-
-
-def state_of(pid: int) -> str | None:
-    """The process state letter (``R``, ``S``, ``Z``, ``T``...), or None if gone."""
-    fields = _stat_fields(pid)
-    return fields[0].decode() if fields else None
-
-
 def start_time(pid: int) -> int:
-    """Start time in clock ticks since boot (to tell the oldest child)."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else 2**63
+    """Start time in clock ticks since boot (to tell the oldest child); a
+    process already gone sorts last."""
+    started = shared.start_time(pid)
+    return started if started is not None else 2**63
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of ``pid`` so far."""
-    fields = _stat_fields(pid)
+    fields = shared.stat_fields(pid)
     if not fields:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -90,21 +78,10 @@ def cpu_seconds(pid: int) -> float:
 
 def proc_status(pid: int) -> dict[str, str]:
     """``/proc/PID/status`` as a dict (empty if the process is gone)."""
-    fields: dict[str, str] = {}
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        return shared.proc_status(pid)
     except OSError:
-        return fields
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
-def signal_set(mask_hex: str) -> set[int]:
-    """The signal numbers of a ``SigBlk``/``SigCgt`` mask."""
-    mask = int(mask_hex, 16)
-    return {n + 1 for n in range(64) if mask >> n & 1}
+        return {}
 
 
 def footprint(pid: int) -> Figures:
@@ -162,35 +139,10 @@ def census(init_pid: int) -> tuple[int, int]:
     return len(kids), sum(1 for kid in kids if state_of(kid) == "Z")
 
 
-def receiver_up(pid: int) -> bool:
-    """Whether the init catches SIGUSR1 and no longer blocks it (trio is up)."""
-    status = proc_status(pid)
-    if "SigCgt" not in status:
-        return False
-    return signal.SIGUSR1 in signal_set(status["SigCgt"]) - signal_set(status["SigBlk"])
-
-
 def blocks(pid: int, signo: int) -> bool:
     """Whether ``pid`` blocks ``signo`` now (the init's first line has run)."""
     status = proc_status(pid)
     return "SigBlk" in status and signo in signal_set(status["SigBlk"])
-
-
-def tagged_processes(tag: str) -> list[int]:
-    """Live processes whose environment holds ``TAG_VAR=tag`` (zombies have none)."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def wait_until(

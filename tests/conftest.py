@@ -1,4 +1,5 @@
-"""Shared fixtures: the PID-namespace and subreaper modes of the init."""
+"""Shared fixtures: the PID-namespace and subreaper modes of the init, and
+:func:`tests.support.library.no_new_zombies`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import os
 import pytest
 
 from nucleus_trio.config import PEER_VARIABLES, VARIABLE_PREFIX
-from tests.support import pidns_available
+from tests.support.launch import pidns_available
+
+# The library tests' fixture, for every test module: imported into a test
+# module, each parameter of that name would shadow the import (ruff's F811).
+from tests.support.library import no_new_zombies  # noqa: F401
 
 # The peers' variables change the init's defaults (see test_peer_environment):
 # one set in the environment of the test run would change what every test

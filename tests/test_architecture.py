@@ -138,7 +138,7 @@ cli.run(["--", "true"], inherited_ignored=entry._INHERITED_IGNORED)
 @pytest.mark.pid1
 @pytest.mark.timeout(60)
 def test_the_start_up_path_loads_only_what_it_needs(tmp_path: Path) -> None:
-    from tests.support import UNSHARE
+    from tests.support.launch import UNSHARE
 
     script = tmp_path / "at_the_fork.py"
     script.write_text(_AT_THE_FORK)

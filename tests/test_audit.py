@@ -26,16 +26,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.support import (
-    Lines,
-    Run,
-    children_of,
-    proc_status,
-    run_init,
-    start_init,
-    wait_for,
-    workload,
-)
+from tests.support.launch import Init, Lines, run_init, start_init, workload
+from tests.support.procfs import children_of, proc_status, wait_for
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("nucleus_trio").joinpath("audit.schema.json").read_text()
@@ -86,7 +78,7 @@ def one(records: list[Record], event_type: str) -> Record:
     return found[0]
 
 
-def stdout_lines(run: Run) -> Lines:
+def stdout_lines(run: Init) -> Lines:
     """The workload's stdout, line by line, decoded strictly."""
     assert run.proc.stdout is not None
     return Lines(run.proc.stdout.fileno(), errors="strict")
@@ -99,7 +91,7 @@ def read_to_eof(fd: int, timeout: float = 20.0) -> str:
     return "".join(line + "\n" for line in text.split("\n") if line)
 
 
-def exchange(run: Run, lines: Lines, signo: int, echoed: int | None = None) -> None:
+def exchange(run: Init, lines: Lines, signo: int, echoed: int | None = None) -> None:
     """Send ``signo`` to the init and see the workload print what it got."""
     run.send(signo)
     assert lines.readline(20, keepends=False) == str(echoed if echoed is not None else signo)
@@ -350,7 +342,7 @@ def test_audit_fd_is_the_inits_alone(mode: str) -> None:
 
 
 def drive_faulty(
-    run: Run, lines: Lines, *, orphans: int, signals: int = 8, code: int = 7
+    run: Init, lines: Lines, *, orphans: int, signals: int = 8, code: int = 7
 ) -> dict[str, Any]:
     """Forward signals and make orphans while the sink misbehaves; stop.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nucleus_trio.cgroups import INIT_MEMORY, TIGHT, limit_files, memory_warning, parse_limit
-from tests.support import run_init
+from tests.support.launch import run_init
 
 MIB = 1024 * 1024
 

@@ -22,17 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (
-    PYTHON,
-    children_of,
-    init_command,
-    proc_status,
-    run_init,
-    signal_set,
-    start_init,
-    wait_for,
-    workload,
-)
+from tests.support.launch import PYTHON, init_command, run_init, start_init, workload
+from tests.support.procfs import children_of, proc_status, signal_set, wait_for
 
 PREFIX = "nucleus-trio: "
 

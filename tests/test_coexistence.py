@@ -31,13 +31,7 @@ import pytest
 import trio
 
 from nucleus_trio import Supervisor, open_supervisor
-from tests.library_support import (
-    Pipe,
-    children,
-    cleanup,
-    subreaper_restored,
-    zombie_children,
-)
+from tests.support.library import Pipe, children, cleanup, subreaper_restored, zombie_children
 
 #: Rounds of the trio test, and children of each kind per round.
 ROUNDS = 7

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_init, state_of
+from tests.support.launch import run_init
+from tests.support.procfs import state_of
 from tests.test_audit import parse_audit
 
 pytestmark = pytest.mark.timeout(60)

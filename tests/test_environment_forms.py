@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nucleus_trio.config import OPTIONS, PEER_VARIABLES, Action, Config, UsageError, parse_args
-from tests.support import run_init
+from tests.support.launch import run_init
 
 pytestmark = pytest.mark.timeout(60)
 

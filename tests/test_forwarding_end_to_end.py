@@ -18,20 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.sigreap_helpers import (
+from tests.support.launch import (
     Init,
-    children_of,
     find_init_pid,
     first_line_ran,
     launch,
-    pgrp_of,
-    proc_status,
-    signal_set,
-    state_of,
+    receiver_up,
     wait_first_line,
-    wait_for,
     workload,
 )
+from tests.support.procfs import children_of, pgrp_of, proc_status, signal_set, state_of, wait_for
 
 SYNCHRONOUS = frozenset(
     {
@@ -391,15 +387,6 @@ def test_init_own_audit_descriptor_never_reaches_the_workload(
 
 #: What the start-up tests measured, printed at the end of each (run with -s).
 EARLY_RESULTS: dict[str, dict[str, int]] = {}
-
-
-def receiver_up(pid: int) -> bool:
-    """Whether trio's signal receiver is up and the start-up block lifted."""
-    try:
-        status = proc_status(pid)
-    except OSError:
-        return False
-    return signal.SIGUSR1 in signal_set(status["SigCgt"]) - signal_set(status["SigBlk"])
 
 
 def wait_or_lost(init: Init, pid: int, signo: int, grace: float = 2.0) -> int | None:

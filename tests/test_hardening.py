@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import init_command, proc_status, run_init, start_init
+from tests.support.launch import init_command, run_init, start_init
+from tests.support.procfs import proc_status
 
 MINIMAL = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import pidns_available, run_init, start_init
+from tests.support.launch import pidns_available, run_init, start_init
 
 MODES = pytest.mark.parametrize("pid1", [False, True], ids=["subreaper", "pid1"])
 

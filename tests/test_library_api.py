@@ -17,9 +17,8 @@ import anyio
 import pytest
 
 from nucleus_trio import PidFd, SpawnError, open_supervisor
-from tests.library_support import cleanup
+from tests.support.library import BOTH, cleanup
 
-BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 T = 30.0
 
 pytestmark = pytest.mark.timeout(60)

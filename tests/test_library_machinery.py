@@ -42,7 +42,9 @@ import pytest
 
 from nucleus_trio import Process, Supervisor, open_supervisor
 from nucleus_trio.kernel import PR_SET_CHILD_SUBREAPER, prctl
-from tests.library_support import (
+from tests.support.launch import Lines, kill_session, workload
+from tests.support.library import (
+    BOTH,
     Pipe,
     children,
     cleanup,
@@ -52,19 +54,10 @@ from tests.library_support import (
     subreaper_restored,
     zombie_children,
 )
-from tests.sigreap_helpers import ctxt_switches, kill_tree
-from tests.support import (
-    Lines,
-    children_of,
-    group_members,
-    start_time,
-    state_of,
-    workload,
-)
+from tests.support.procfs import children_of, ctxt_switches, group_members, start_time, state_of
 
 P = ParamSpec("P")
 
-BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 #: For the tests that run the supervisor in a child Python process.
 BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 #: Generous bound of each block: the machine is small and shared.
@@ -379,12 +372,7 @@ def child_python(tmp_path: Path, name: str, *args: str) -> Iterator[ChildPython]
         finally:
             for group in child.groups:
                 group.end_group()
-            kill_tree(proc.pid)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+            kill_session(proc)
             cleanup(children() - before)
             assert proc.stdout is not None
             proc.stdout.close()

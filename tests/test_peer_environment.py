@@ -14,7 +14,8 @@ import subprocess
 import pytest
 
 from nucleus_trio.config import PEER_VARIABLES, Action, Config, UsageError, parse_args
-from tests.support import children_of, run_init, start_init, workload
+from tests.support.launch import run_init, start_init, workload
+from tests.support.procfs import children_of
 
 
 def parsed(environ: dict[str, str], *flags: str) -> Config:

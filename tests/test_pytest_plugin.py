@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.library_support import cleanup, cmdline
+from tests.support.library import cleanup, cmdline
 
 pytest_plugins = ["pytester"]
 

@@ -10,15 +10,13 @@ import os
 import signal
 import time
 
-from tests.sigreap_helpers import (
+from tests.support.launch import launch, receiver_up, workload
+from tests.support.procfs import (
     children_of,
     ctxt_switches,
-    launch,
     proc_status,
-    signal_set,
     state_of,
     wait_for,
-    workload,
     zombies_under,
 )
 
@@ -88,11 +86,7 @@ def test_idle_init_wakes_for_nothing(mode: str) -> None:
         pid = init.init_pid
         child = init.workload_pid()
 
-        def receiver_up() -> bool:
-            status = proc_status(pid)
-            return signal.SIGUSR1 in signal_set(status["SigCgt"]) - signal_set(status["SigBlk"])
-
-        wait_for(receiver_up, 15, "the init's signal receiver")
+        wait_for(lambda: receiver_up(pid), 15, "the init's signal receiver")
         wait_for(lambda: len(children_of(pid)) == 4, 10, "the orphans' adoption")
         settle(pid)
         assert idle_wakeups(pid, 2.0) == 0

@@ -13,10 +13,9 @@ import pytest
 
 from nucleus_trio import ExitStatus, Process, RestartPolicy, Worker, open_supervisor
 from nucleus_trio.restart import RestartHistory, decide
-from tests.library_support import children, cleanup, zombie_children
+from tests.support.library import BOTH, children, cleanup, zombie_children
 from tests.test_events import SCHEMA
 
-BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 T = 30.0
 
 pytestmark = pytest.mark.timeout(60)

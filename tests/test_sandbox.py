@@ -22,7 +22,7 @@ from nucleus_trio import kernel
 from nucleus_trio.config import UsageError, flags_for
 from nucleus_trio.namespaces import init_command, parse_report, plan_namespaces
 from nucleus_trio.sandbox import Sandbox, SandboxError, open_sandbox
-from tests.library_support import children, zombie_children
+from tests.support.library import children, zombie_children
 from tests.test_events import SCHEMA
 
 BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])

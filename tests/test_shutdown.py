@@ -36,20 +36,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import (
-    Lines,
-    Run,
+from tests.support.launch import Init, Lines, receiver_up, start_init, workload
+from tests.support.procfs import (
     children_of,
     descendants_of,
     oldest_child,
     ppid_of,
-    proc_status,
-    signal_set,
-    start_init,
     start_time,
     state_of,
     wait_for,
-    workload,
 )
 
 #: Median times from the workload's exit to the init's, by scenario and mode
@@ -63,7 +58,7 @@ MEASURED: dict[str, float] = {}
 class Session:
     """A running init, as seen from the test, with what it saw under the init."""
 
-    def __init__(self, run: Run, mode: str) -> None:
+    def __init__(self, run: Init, mode: str) -> None:
         self.run = run
         self.mode = mode
         self.pid1 = mode == "pid1"
@@ -82,17 +77,7 @@ class Session:
 
     def wait_up(self, timeout: float = 15.0) -> None:
         """Wait until the init's signal receiver is up (trio runs, SIGUSR1 caught)."""
-
-        def up() -> bool:
-            try:
-                status = proc_status(self.init_pid)
-            except OSError:
-                return False
-            caught = signal_set(status["SigCgt"])
-            blocked = signal_set(status["SigBlk"])
-            return signal.SIGUSR1 in caught and signal.SIGUSR1 not in blocked
-
-        wait_for(up, timeout, "the init's signal receiver")
+        wait_for(lambda: receiver_up(self.init_pid), timeout, "the init's signal receiver")
 
     def collect(self) -> list[int]:
         """Record every process under the init now; return their global PIDs."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.support import run_init, start_init, workload
+from tests.support.launch import run_init, start_init, workload
 
 
 def test_exit_code_passes_through(mode: str) -> None:

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support import pidns_available, run_init, start_init
+from tests.support.launch import pidns_available, run_init, start_init
 from tests.test_isolation import SHOW, expected_lines, hostile_env  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent

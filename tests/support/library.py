@@ -1,10 +1,11 @@
-"""Helpers for the library tests (``test_library``, ``test_coexistence``).
+"""What the library tests share (``test_library_*``, ``test_coexistence``,
+``test_restart``...).
 
 Everything here works under trio and under asyncio (through anyio): reading
 a workload's output waits on the descriptor, never on a timer. Processes are
 looked up and cleaned up by PID, and only when they are still this process's
 children (so a reused PID is never signalled). The ``/proc`` readers are
-those of :mod:`tests.support`.
+those of :mod:`tests.support.procfs`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import pytest
 
 from nucleus_trio.kernel import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
-from tests.support import children_of, ppid_of, state_of
+from tests.support.procfs import children_of, ppid_of, state_of
+
+#: A test on both of anyio's backends (with ``@pytest.mark.anyio``).
+BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+#: Generous bounds of the PidFd, Supervisor and run_command tests: the machine
+#: is small and shared.
+T = 60.0
+#: The keys of every event record.
+CORE_KEYS = {"timestamp", "container_id", "container_name", "event_type", "detail", "is_error"}
 
 
 def children() -> set[int]:
@@ -59,6 +69,16 @@ def cmdline(pid: int) -> str | None:
     except OSError:
         return None
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+@pytest.fixture
+def no_new_zombies() -> Iterator[None]:
+    """Fail if the test leaves a zombie child of this process behind."""
+    before = zombie_children()
+    yield
+    left = zombie_children() - before
+    cleanup(left)
+    assert not left, f"zombies left behind: {sorted(left)}"
 
 
 def spawn(argv: list[str], *, setpgroup: bool = False, stdout: int | None = None) -> int:
