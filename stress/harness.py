@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support import launch as launched
 
 from stress.procfs import (
     TAG_VAR,
@@ -121,40 +122,31 @@ def send_signal(pid: int, signo: int, *, retry_for: float = 5.0) -> int:
 
 
 class Lines:
-    """Reads report lines from a pipe, every wait bounded, never losing data."""
+    """Report lines from a pipe, every wait bounded, never losing data: the
+    tests' reader underneath (:class:`tests.support.launch.Lines`), with the
+    stress scenarios' manners: ``None`` at end of file or timeout instead of
+    a failure, and the ``kind`` lines recorded."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.eof = False
+        self._reader = launched.Lines(fd)
         self.kinds: set[int] = set()
-        self.seen: list[str] = []
 
-    def _fill(self, deadline: float) -> bool:
-        if self.eof:
-            return False
-        left = max(deadline - time.monotonic(), 0.0)
-        ready, _, _ = select.select([self.fd], [], [], left)
-        if not ready:
-            return False
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            self.eof = True
-            return False
-        self.buffer += chunk
-        return True
+    @property
+    def eof(self) -> bool:
+        """Whether the pipe has ended."""
+        return self._reader.eof
+
+    @property
+    def seen(self) -> list[str]:
+        """The lines read so far."""
+        return self._reader.seen
 
     def readline(self, timeout: float) -> str | None:
         """One line, or None at end of file or timeout."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            if not self._fill(deadline):
-                return None
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        text = line.decode(errors="replace")
-        self.seen.append(text)
-        if len(self.seen) > 200:
-            del self.seen[:100]
+        try:
+            text = self._reader.readline(timeout, keepends=False)
+        except AssertionError:  # the tests' reader's way to say so
+            return None
         if text.startswith("kind "):
             self.kinds.add(int(text.split()[1]))
         return text
@@ -174,11 +166,12 @@ class Lines:
 
     def peek(self, prefix: str) -> bool:
         """Whether a line starting with ``prefix`` came (read or not yet read)."""
-        while self._fill(time.monotonic()):
+        reader = self._reader
+        while not reader.eof and reader._fill(time.monotonic()):
             pass
-        pending = self.buffer.split(b"\n")[:-1]
+        pending = reader.buffer.split(b"\n")[:-1]
         return any(line.startswith(prefix.encode()) for line in pending) or any(
-            line.startswith(prefix) for line in self.seen
+            line.startswith(prefix) for line in reader.seen
         )
 
     def drain(self, timeout: float = 0.2) -> None:
