@@ -24,7 +24,7 @@ from nucleus_trio.spawn import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from nucleus_trio.early import TrioImport
     from nucleus_trio.events import Event
@@ -230,7 +230,9 @@ def run(
     prepare the init, start the workload, let go of what the init inherited,
     then supervise with trio.
     """
-    parsed = _parse(args)
+    # Read once: the options' variables come from it, and the workload gets it.
+    inherited, lost = inherited_environment()
+    parsed = _parse(args, inherited)
     if isinstance(parsed, int):
         return parsed
     config = parsed
@@ -251,7 +253,7 @@ def run(
             return _run_trio(config, launched)
         except BaseException as exc:  # the crash guard
             return crash_exit(exc, None)
-    pid = _launch(config, inherited_ignored, audit_fd, notes)
+    pid = _launch(config, inherited, lost, inherited_ignored, audit_fd, notes)
     if pid < 0:
         return -pid
     try:
@@ -279,10 +281,10 @@ def _warn_of_tight_memory(config: Config) -> None:
         _stderr(warning)
 
 
-def _parse(args: "Sequence[str]") -> Config | int:
+def _parse(args: "Sequence[str]", environ: "Mapping[str, str]") -> Config | int:
     """The configuration, or the exit code of a usage error, help or version."""
     try:
-        action, config = parse_args(args, decode_environment(posix.environ))
+        action, config = parse_args(args, environ)
     except UsageError as exc:
         usage_error(str(exc))
         return EXIT_USAGE
@@ -305,11 +307,16 @@ def _open_audit(config: Config) -> int | None:
 
 
 def _launch(
-    config: Config, inherited_ignored: frozenset[int], audit_fd: int | None, notes: "list[Event]"
+    config: Config,
+    inherited: "Mapping[str, str]",
+    lost: int,
+    inherited_ignored: frozenset[int],
+    audit_fd: int | None,
+    notes: "list[Event]",
 ) -> int:
     """Start the workload before trio: its PID, or minus the exit code when
-    it could not start."""
-    inherited, lost = inherited_environment()
+    it could not start. ``inherited`` and ``lost``: see
+    :func:`inherited_environment`."""
     env, warnings = workload_environment(
         inherited,
         clean_env=config.clean_env,
