@@ -104,7 +104,8 @@ def test_the_command_line_never_loads_anyio() -> None:
 #: What the start-up path may load before the workload's fork, as PID 1: no
 #: ``os`` (its import, with ``_collections_abc``, costs 1.5 ms of the 6 ms
 #: that the start latency may add to the interpreter's own, README
-#: "Benchmarks"), no ``__future__``, nothing from ``collections.abc``.
+#: "Benchmarks"), no ``__future__``, nothing from ``collections.abc``. The
+#: spawn itself adds one C module, ``_posixsubprocess`` (its quick way).
 START_PATH = {
     "errno",
     "nucleus_trio",
