@@ -191,3 +191,37 @@ def test_a_program_that_cannot_run_is_reported_as_before(
     assert {signal.SIGUSR1, signal.SIGINT} <= set(report["pending"])
     assert report["handlers_kept"] is True
 
+
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+_C_HALF = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from nucleus_trio import spawn
+c_fork_exec = spawn._c_fork_exec()
+import subprocess  # imports _posixsubprocess the usual way: must find ours
+module = sys.modules["_posixsubprocess"]
+assert subprocess._fork_exec is c_fork_exec, (subprocess._fork_exec, c_fork_exec)
+assert module.__spec__.name == "_posixsubprocess"
+builtin = "_posixsubprocess" in sys.builtin_module_names
+assert builtin or module.__file__ == module.__spec__.origin, module.__file__
+print("builtin" if builtin else "shared library")
+"""
+
+
+@pytest.mark.parametrize("python", [sys.executable, "/usr/bin/python3"])
+def test_the_c_half_is_the_module_subprocess_uses(python: str) -> None:
+    """Loaded straight from lib-dynload (a shared library) or built in, the
+    module is registered as the import system would have it."""
+    if not Path(python).exists():
+        pytest.skip(f"{python} is not on this machine")
+    result = subprocess.run(
+        [python, "-I", "-S", "-c", _C_HALF, str(SRC)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"builtin", "shared library"}

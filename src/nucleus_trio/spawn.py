@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Callable, Mapping, Sequence
     from signal import _HANDLER
+    from types import ModuleType
 
     from nucleus_trio.identity import Identity
 
@@ -94,7 +95,7 @@ class SpawnError(OSError):
         cls, program: str, errno_value: int, stage: str = "exec", filename: str | None = None
     ) -> "SpawnError":
         if cls is SpawnError:
-            cls = _BY_ERRNO.get(errno_value, SpawnError)
+            cls = _subclass_for(errno_value)
         # OSError reads its arguments in __new__ once a subclass has its own.
         return super().__new__(cls, errno_value, posix.strerror(errno_value), filename or program)
 
@@ -132,29 +133,34 @@ class SpawnError(OSError):
         return (SpawnError, (self.program, self.errno, self.stage, self.filename))
 
 
-class SpawnFileNotFoundError(SpawnError, FileNotFoundError):
-    """A :class:`SpawnError` for a missing program or directory."""
-
-
-class SpawnPermissionError(SpawnError, PermissionError):
-    """A :class:`SpawnError` for a program or directory this user may not use."""
-
-
-class SpawnNotADirectoryError(SpawnError, NotADirectoryError):
-    """A :class:`SpawnError` for a path through something that is no directory."""
-
-
-class SpawnIsADirectoryError(SpawnError, IsADirectoryError):
-    """A :class:`SpawnError` for a program that is a directory."""
-
-
-_BY_ERRNO: dict[int, type[SpawnError]] = {
-    errno.ENOENT: SpawnFileNotFoundError,
-    errno.EACCES: SpawnPermissionError,
-    errno.EPERM: SpawnPermissionError,
-    errno.ENOTDIR: SpawnNotADirectoryError,
-    errno.EISDIR: SpawnIsADirectoryError,
+#: The ``OSError`` subclass that ``subprocess`` raises for an ``errno``.
+_OS_ERRORS: dict[int, type[OSError]] = {
+    errno.ENOENT: FileNotFoundError,
+    errno.EACCES: PermissionError,
+    errno.EPERM: PermissionError,
+    errno.ENOTDIR: NotADirectoryError,
+    errno.EISDIR: IsADirectoryError,
 }
+
+_SUBCLASSES: dict[type[OSError], type[SpawnError]] = {}
+
+_SUBCLASS_DOC = "A :class:`SpawnError` that is also the ``OSError`` subclass for its ``errno``."
+
+
+def _subclass_for(errno_value: int) -> type[SpawnError]:
+    """``SpawnFileNotFoundError`` (a :class:`SpawnError` and a
+    ``FileNotFoundError``) and its kin, made on first use: four classes
+    with ``OSError`` bases cost the start-up path 0.1 ms (README,
+    "Benchmarks"), and most runs raise none."""
+    base = _OS_ERRORS.get(errno_value)
+    if base is None:
+        return SpawnError
+    subclass = _SUBCLASSES.get(base)
+    if subclass is None:
+        name = f"Spawn{base.__name__}"
+        namespace = {"__module__": __name__, "__qualname__": name, "__doc__": _SUBCLASS_DOC}
+        subclass = _SUBCLASSES[base] = type(name, (SpawnError, base), namespace)
+    return subclass
 
 
 def should_take_terminal(fd: int = 0) -> bool:
@@ -325,9 +331,8 @@ def _vfork_exec(argv: "Sequence[str]", env: "Mapping[str, str]") -> int | None:
     started with every signal at its default and an empty mask, or ``None``
     where the quick way does not apply or the program could not be run (the
     caller's ``fork`` then does it again, and reports the error exactly)."""
-    try:
-        from _posixsubprocess import fork_exec as c_fork_exec
-    except ImportError:  # pragma: no cover - part of every CPython on Linux
+    c_fork_exec = _c_fork_exec()
+    if c_fork_exec is None:  # pragma: no cover - part of every CPython on Linux
         return None
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     program = argv[0]
@@ -370,8 +375,7 @@ def _vfork_exec(argv: "Sequence[str]", env: "Mapping[str, str]") -> int | None:
         arguments += (True, False, 0, None, None, None, -1, None)
         if sys.version_info < (3, 14):
             arguments += (True,)
-        spawn: Callable[..., int] = c_fork_exec  # its signature changes with the version
-        pid = spawn(*arguments)
+        pid = c_fork_exec(*arguments)
     except (TypeError, ValueError):
         return None  # an unknown signature, a NUL in an argument, not the main thread
     finally:
@@ -389,6 +393,59 @@ def _vfork_exec(argv: "Sequence[str]", env: "Mapping[str, str]") -> int | None:
         posix.waitpid(pid, 0)
         return None
     return pid
+
+
+def _c_fork_exec() -> "Callable[..., int] | None":
+    """``_posixsubprocess.fork_exec`` (its signature changes with the version).
+
+    Where the module is a shared library (pyenv's builds, the official
+    Docker images' Pythons) rather than built in (Debian's), the import
+    system's search for it costs the start-up path 0.3 ms, three times the
+    ``dlopen`` itself (README, "Benchmarks"): it is loaded straight from the
+    standard library's ``lib-dynload`` directory, with the import system as
+    the fallback.
+    """
+    name = "_posixsubprocess"
+    module = sys.modules.get(name)
+    if module is None and name not in sys.builtin_module_names:
+        try:
+            module = _load_shared_library(name)
+        except Exception:  # a layout of the interpreter's that is not the usual one
+            module = None
+    if module is None:
+        try:
+            import _posixsubprocess
+        except ImportError:  # pragma: no cover - part of every CPython on Linux
+            return None
+        module = _posixsubprocess
+    spawn: Callable[..., int] = module.fork_exec
+    return spawn
+
+
+def _load_shared_library(name: str) -> "ModuleType | None":
+    """Module ``name`` from the first ``lib-dynload`` directory on
+    ``sys.path``, loaded and registered as the import system would."""
+    import _imp
+
+    bootstrap = sys.modules["_frozen_importlib"]
+    external = sys.modules["_frozen_importlib_external"]
+    for directory in sys.path:
+        if directory.endswith("/lib-dynload"):
+            for suffix in _imp.extension_suffixes():
+                origin = f"{directory}/{name}{suffix}"
+                try:
+                    posix.stat(origin)
+                except OSError:
+                    continue
+                spec = bootstrap.ModuleSpec(
+                    name, external.ExtensionFileLoader(name, origin), origin=origin
+                )
+                spec.has_location = True
+                module: ModuleType = bootstrap.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+                return module
+    return None
 
 
 def _record_into(recorded: list[int]) -> "Callable[[int, object], None]":
