@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test test-all lint typecheck docs unit zipapp release clean bench bench-fanout bench-sandbox soak e2e
+.PHONY: demo test test-all lint typecheck docs unit zipapp release clean bench bench-start bench-fanout bench-sandbox soak e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,16 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(VENV)/bin/python -m benchmarks $(if $(EARLY),--early $(EARLY))
+	$(VENV)/bin/python -m benchmarks.start $(START_ARGS)
 	$(VENV)/bin/python -m benchmarks.fanout $(FANOUT_ARGS)
 	$(VENV)/bin/python -m benchmarks.sandbox $(SANDBOX_ARGS)
+
+# make bench-start [START_ARGS="--runs N --rounds N"]: start latency against
+# Python's floor as five runs of 40 interleaved rounds; the worst run's ratio
+# is the start-up target's figure (needs root). Results in
+# benchmarks/results/start.md and start.json.
+bench-start: $(BENCH_STAMP)
+	$(VENV)/bin/python -m benchmarks.start $(START_ARGS)
 
 # make bench-fanout [FANOUT_ARGS="--processes N --rounds N"]: 500 short
 # processes at once through the supervisor against trio.run_process, about a
