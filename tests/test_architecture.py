@@ -22,6 +22,7 @@ BEFORE_TRIO = (
     "nucleus_trio",
     "nucleus_trio._entry",
     "nucleus_trio.cli",
+    "nucleus_trio.handover",
     "nucleus_trio.config",
     "nucleus_trio.environment",
     "nucleus_trio.events",

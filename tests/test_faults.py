@@ -129,12 +129,12 @@ SITECUSTOMIZE = textwrap.dedent(
 
         posix.pidfd_open = pidfd_open
     elif fault == "trio-import":
-        import nucleus_trio.cli as cli
+        import nucleus_trio.handover as handover
 
         def _import_trio():
             raise ImportError("injected fault: no trio")
 
-        cli._import_trio = _import_trio
+        handover._import_trio = _import_trio
     elif fault == "crash":
         import trio
         import nucleus_trio.init as init

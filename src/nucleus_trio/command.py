@@ -21,7 +21,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from nucleus_trio import cli
+from nucleus_trio import cli, handover
 from nucleus_trio.audit import EventLog
 from nucleus_trio.config import Action, UsageError, parse_args
 from nucleus_trio.events import Event
@@ -66,7 +66,7 @@ async def run_command(args: Sequence[str]) -> int:
             except OSError as exc:
                 cli.usage_error(f"--audit {config.audit}: {exc.strerror}", show_usage=False)
                 return EXIT_USAGE
-        container_id, container_name = cli.container_fields(config)
+        container_id, container_name = handover.container_fields(config)
         log = EventLog(
             config.verbosity,
             audit_fd=audit_fd,

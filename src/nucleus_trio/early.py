@@ -63,7 +63,7 @@ def leave_early(
     posix.close(pidfd)
     status = ExitStatus.from_siginfo(info)
     code = init_exit_code(status, config.remap_exit)
-    from nucleus_trio.cli import audit_now, opening_events
+    from nucleus_trio.handover import audit_now, opening_events
 
     runtime = time.monotonic() - started if started is not None else None
     ending = [

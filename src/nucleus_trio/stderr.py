@@ -49,6 +49,12 @@ def write_bounded(fd: int, data: bytes, *, timeout: float = WRITE_TIMEOUT) -> bo
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGPIPE})
 
 
+def say(line: str) -> None:
+    """One line of the init's own on stderr, ``nucleus-trio:`` first, with
+    :func:`write_stderr`'s bounds."""
+    write_stderr(f"nucleus-trio: {line}\n".encode(errors="replace"))
+
+
 def report_fault(exc: BaseException) -> None:
     """Write ``exc`` with its traceback to stderr, directly (the log may be the
     part that failed); never raises. Standard library only: the crash guard
