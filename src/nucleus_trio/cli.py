@@ -10,10 +10,8 @@ any of this, so none is lost in between.
 import _signal
 import posix
 
-from nucleus_trio import levels
 from nucleus_trio.config import PROG, USAGE, Action, Config, UsageError, help_text, parse_args
 from nucleus_trio.environment import decode_environment, workload_environment
-from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_INTERNAL_ERROR, EXIT_USAGE
 from nucleus_trio.signals import TERMINAL_STOPS
 from nucleus_trio.spawn import (
     SpawnError,
@@ -149,7 +147,7 @@ def prepare_init(config: Config, notes: "list[Event]") -> None:
         _signal.signal(signo, _signal.SIG_IGN)
     is_pid1 = posix.getpid() == 1
     if config.pdeathsig is not None or config.wants_subreaper(is_pid1):
-        from nucleus_trio import events, kernel
+        from nucleus_trio import events, kernel, levels
 
         if config.pdeathsig is not None:
             try:
@@ -167,7 +165,7 @@ def prepare_init(config: Config, notes: "list[Event]") -> None:
                     events.init_error(f"cannot register as child subreaper: {exc}", levels.WARNING)
                 )
     elif not is_pid1:
-        from nucleus_trio import events
+        from nucleus_trio import events, levels
 
         notes.append(
             events.log(
@@ -201,6 +199,8 @@ def run(
     inherited_fds = _inherited_fds()  # listed before the init opens anything
     audit_fd = _open_audit(config)
     if audit_fd == -1:
+        from nucleus_trio.exits import EXIT_USAGE
+
         return EXIT_USAGE
     notes: list[Event] = []
     prepare_init(config, notes)
@@ -227,6 +227,8 @@ def _parse(args: "Sequence[str]", environ: "Mapping[str, str]") -> Config | int:
     try:
         action, config = parse_args(args, environ)
     except UsageError as exc:
+        from nucleus_trio.exits import EXIT_USAGE
+
         usage_error(str(exc))
         return EXIT_USAGE
     if action != Action.RUN:
@@ -265,7 +267,7 @@ def _launch(
         sd_notify=config.sd_notify,
     )
     if warnings or lost:
-        from nucleus_trio import events
+        from nucleus_trio import events, levels
 
         notes.extend(events.notify_socket_dropped(warning) for warning in warnings)
         if lost:
@@ -289,6 +291,7 @@ def _launch(
         )
     except (SpawnError, OSError) as exc:
         from nucleus_trio import events
+        from nucleus_trio.exits import EXIT_CANNOT_EXECUTE
 
         if isinstance(exc, SpawnError):
             message, code, error = exc.message, exc.exit_code, exc.reason
@@ -310,6 +313,7 @@ def crash_exit(exc: BaseException, workload: "PidFd | int | None") -> int:
     container hung: killing is the only safe choice once the init cannot
     supervise any more.
     """
+    from nucleus_trio.exits import EXIT_INTERNAL_ERROR
     from nucleus_trio.proctree import leftovers
     from nucleus_trio.reaper import reap_any
     from nucleus_trio.stderr import report_fault

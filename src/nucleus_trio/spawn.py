@@ -28,8 +28,6 @@ import errno
 import posix
 import sys
 
-from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
@@ -40,11 +38,15 @@ if TYPE_CHECKING:
 
     from nucleus_trio.identity import Identity
 
-__all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_NOT_FOUND", "EXIT_USAGE", "SpawnError", "fork_exec"]
+__all__ = ["SpawnError", "fork_exec"]
 
 #: Python ignores these two at start-up, so the init cannot know whether it
 #: inherited them ignored: the workload gets them at their defaults.
 PYTHON_IGNORED: frozenset[int] = frozenset({_signal.SIGPIPE, _signal.SIGXFSZ})
+
+#: The exit of a child whose exec failed: never seen, the parent reads the
+#: error from the report pipe and reaps the child.
+_CHILD_FAILED = 127
 
 #: ``os.defpath``: the search path when the environment has no PATH.
 _DEFAULT_PATH = "/bin:/usr/bin"
@@ -68,6 +70,10 @@ _SYNCHRONOUS: frozenset[int] = frozenset(
 
 def exec_failure_code(errno_value: int) -> int:
     """127 for a program that does not exist, 126 for one that cannot run."""
+    # Imported here: the exit codes are needed once something failed, and
+    # each module read before the spawn is start latency (README, "Benchmarks").
+    from nucleus_trio.exits import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND
+
     if errno_value in (errno.ENOENT, errno.ENOTDIR):
         return EXIT_NOT_FOUND
     return EXIT_CANNOT_EXECUTE
@@ -109,7 +115,7 @@ class SpawnError(OSError):
     def exit_code(self) -> int:
         """The init's exit code for this failure."""
         if self.stage != "exec":
-            return EXIT_CANNOT_EXECUTE
+            return exec_failure_code(errno.EACCES)  # 126: the program was there
         return exec_failure_code(self.errno or 0)
 
     @property
@@ -261,7 +267,7 @@ def _child(
     except BaseException:
         posix.write(report, f"{errno.EINVAL}:{stage}".encode())
     finally:
-        posix._exit(EXIT_NOT_FOUND)
+        posix._exit(_CHILD_FAILED)
 
 
 def fork_exec(
