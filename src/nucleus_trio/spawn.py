@@ -289,6 +289,12 @@ def fork_exec(
     ``no_new_privs`` the workload cannot gain privileges through exec.
     Raises :class:`SpawnError` when the program cannot be run; the failed
     child is reaped before that.
+
+    Without ``ignored``, ``take_terminal``, ``identity`` and
+    ``no_new_privs``, and when called from the main thread, the child is
+    started with ``vfork`` (see the module's docstring): the caller's
+    signals that arrive meanwhile are held and sent to it again, its mask and
+    handlers are as they were. Otherwise it forks.
     """
     if not argv:
         raise ValueError("argv must not be empty")
