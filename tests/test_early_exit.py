@@ -6,12 +6,15 @@ outlives the init; as PID 1 and as subreaper."""
 
 from __future__ import annotations
 
+import os
+import signal
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.launch import run_init
-from tests.support.procfs import state_of
+from tests.support.launch import start_init
+from tests.support.procfs import TAG_VAR, state_of, tagged_processes
 from tests.test_audit import parse_audit
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,10 +23,19 @@ EARLY = "leaving at once"
 
 
 def run(mode: str, tmp_path: Path, script: str) -> tuple[int, str, list[dict[str, object]]]:
+    """Run ``sh -c script`` under the init to its end: the exit code, stderr
+    and the audit records. Fails if a process of the run outlives the init
+    (checked before the harness's own clean-up kills what is left)."""
     audit = tmp_path / "audit.jsonl"
-    code, _, err = run_init(
-        ["-vv", "--audit", str(audit), "--", "sh", "-c", script], pid1=mode == "pid1"
-    )
+    tag = uuid.uuid4().hex
+    args = ["-vv", "--audit", str(audit), "--", "sh", "-c", script]
+    with start_init(args, pid1=mode == "pid1", env={**os.environ, TAG_VAR: tag}) as init:
+        _, err = init.communicate(timeout=30)
+        code = init.proc.returncode
+        left = tagged_processes(tag)
+    for pid in left:  # found by PID, killed by PID: a failure leaves nothing either
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"processes of the run outlived the init: {left}"
     return code, err, parse_audit(audit.read_text())
 
 
