@@ -1,10 +1,11 @@
 """The command line, from arguments to exit code.
 
 Runs in this order, as the README's "Signals" section has it: arguments are read
-with the standard library, the workload is forked and exec'd, and only then
-is trio imported (about 150 ms the workload does not wait for). The entry
-point (:mod:`nucleus_trio._entry`) has blocked the forwarded signals before
-any of this, so none is lost in between.
+with the standard library, the workload is started, and only then is trio
+imported (about 150 ms the workload does not wait for), by
+:mod:`nucleus_trio.handover`, which takes over once the workload runs. The
+entry point (:mod:`nucleus_trio._entry`) has blocked the forwarded signals
+before any of this, so none is lost in between.
 """
 
 import _signal

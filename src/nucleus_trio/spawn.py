@@ -28,6 +28,8 @@ import errno
 import posix
 import sys
 
+from nucleus_trio.signals import SYNCHRONOUS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
@@ -52,20 +54,6 @@ _CHILD_FAILED = 127
 _DEFAULT_PATH = "/bin:/usr/bin"
 
 _SETTABLE: frozenset[int] = frozenset(_signal.valid_signals() - {_signal.SIGKILL, _signal.SIGSTOP})
-
-#: Raised by the program's own faults, never sent to be forwarded: left at
-#: their dispositions (a recorder on SIGSEGV would turn a fault into a loop).
-_SYNCHRONOUS: frozenset[int] = frozenset(
-    {
-        _signal.SIGFPE,
-        _signal.SIGILL,
-        _signal.SIGSEGV,
-        _signal.SIGBUS,
-        _signal.SIGABRT,
-        _signal.SIGTRAP,
-        _signal.SIGSYS,
-    }
-)
 
 
 def exec_failure_code(errno_value: int) -> int:
@@ -115,7 +103,9 @@ class SpawnError(OSError):
     def exit_code(self) -> int:
         """The init's exit code for this failure."""
         if self.stage != "exec":
-            return exec_failure_code(errno.EACCES)  # 126: the program was there
+            from nucleus_trio.exits import EXIT_CANNOT_EXECUTE  # see exec_failure_code
+
+            return EXIT_CANNOT_EXECUTE
         return exec_failure_code(self.errno or 0)
 
     @property
@@ -362,17 +352,19 @@ def _vfork_exec(argv: "Sequence[str]", env: "Mapping[str, str]") -> int | None:
     recorded: list[int] = []
     record = _record_into(recorded)
     previous: dict[int, _HANDLER] = {}
-    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _SETTABLE - _SYNCHRONOUS)
+    # The synchronous signals keep their dispositions: a recorder on SIGSEGV
+    # would turn a fault into a loop.
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _SETTABLE - SYNCHRONOUS)
     read_end, write_end = posix.pipe2(posix.O_CLOEXEC)
     pid = None
     try:
-        for signo in _SETTABLE - _SYNCHRONOUS:
+        for signo in _SETTABLE - SYNCHRONOUS:
             handler = _signal.getsignal(signo)
             if handler is None:
                 return None  # a handler Python did not install: it could not be put back
             _signal.signal(signo, record)
             previous[signo] = handler
-        for signo in _SYNCHRONOUS:
+        for signo in SYNCHRONOUS:
             if _signal.getsignal(signo) == _signal.SIG_IGN:
                 return None  # the child would keep it ignored
         # The child gets the mask of the moment (the quick way cannot set
